@@ -30,6 +30,7 @@ pub mod attestation;
 pub mod enrollment;
 pub mod ids;
 pub mod registration;
+pub mod rejection;
 pub mod time;
 
 pub use attestation::{
@@ -47,4 +48,5 @@ pub use ids::{
 pub use registration::{
     DeviceRegistrationState, Operation, RegistrationRecord, RegistrationStatus, Substatus,
 };
+pub use rejection::Rejection;
 pub use time::Timestamp;
