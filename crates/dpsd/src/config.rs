@@ -1,0 +1,247 @@
+//! dpsd's configuration file (TOML) and the development instance used when there is none.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub service: ServiceSection,
+    #[serde(default, rename = "scope")]
+    pub scopes: Vec<Scope>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Device + service REST API (TLS).
+    pub https: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            https: SocketAddr::from(([127, 0, 0, 1], 8443)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_kind() -> String {
+    "memory".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./dps-data")
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            kind: default_kind(),
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// Retry-After sent with `assigning` answers, seconds.
+    #[serde(default = "default_retry_after")]
+    pub retry_after_secs: u32,
+}
+
+fn default_retry_after() -> u32 {
+    2
+}
+
+impl Default for ServiceSection {
+    fn default() -> Self {
+        Self {
+            retry_after_secs: default_retry_after(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    pub id_scope: String,
+    #[serde(default = "default_host")]
+    pub service_host_name: String,
+    #[serde(default = "default_policy")]
+    pub allocation_policy: String,
+    #[serde(default, rename = "hub")]
+    pub hubs: Vec<Hub>,
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<Policy>,
+}
+
+fn default_host() -> String {
+    "localhost".into()
+}
+fn default_policy() -> String {
+    "hashed".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hub {
+    pub host_name: String,
+    #[serde(default = "one")]
+    pub allocation_weight: u32,
+    #[serde(default = "yes")]
+    pub apply_allocation_policy: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub name: String,
+    pub primary_key: String,
+    #[serde(default)]
+    pub secondary_key: Option<String>,
+    pub rights: Vec<String>,
+}
+
+impl Config {
+    /// Reads a config file; relative paths in it are taken relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut cfg: Config =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut cfg.storage.data_dir);
+        if let Some(t) = cfg.tls.as_mut() {
+            rebase(&mut t.cert);
+            rebase(&mut t.key);
+        }
+        if cfg.scopes.is_empty() {
+            bail!("{}: at least one [[scope]] is required", path.display());
+        }
+        Ok(cfg)
+    }
+}
+
+/// The generated, persisted scope of a development instance.
+pub fn dev_scope(data_dir: &Path) -> Result<Scope> {
+    let path = data_dir.join("dev-scope.toml");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return toml::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+    }
+    let mut id = [0u8; 4];
+    rand::fill(&mut id);
+    let mut key = [0u8; 32];
+    rand::fill(&mut key);
+    let scope = Scope {
+        id_scope: format!("0ne{:08X}", u32::from_be_bytes(id)),
+        service_host_name: default_host(),
+        allocation_policy: default_policy(),
+        hubs: vec![Hub {
+            host_name: "dev-hub.localhost".into(),
+            allocation_weight: 1,
+            apply_allocation_policy: true,
+        }],
+        policies: vec![Policy {
+            name: "provisioningserviceowner".into(),
+            primary_key: base64::engine::general_purpose::STANDARD.encode(key),
+            secondary_key: None,
+            rights: [
+                "ServiceConfig",
+                "EnrollmentRead",
+                "EnrollmentWrite",
+                "RegistrationStatusRead",
+                "RegistrationStatusWrite",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }],
+    };
+    crate::devca::write_private(&path, toml::to_string(&scope)?.as_bytes())?;
+    Ok(scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let cfg: Config = toml::from_str(
+            r#"
+[listen]
+https = "127.0.0.1:8443"
+
+[tls]
+cert = "server-chain.pem"
+key = "server-key.pem"
+
+[storage]
+kind = "memory"
+data_dir = "./dps-data"
+
+[[scope]]
+id_scope = "0ne00000001"
+service_host_name = "localhost"
+allocation_policy = "hashed"
+
+[[scope.hub]]
+host_name = "hub-a.example.net"
+allocation_weight = 1
+apply_allocation_policy = true
+
+[[scope.policy]]
+name = "provisioningserviceowner"
+primary_key = "dGVzdC1rZXktc2VydmljZS0wMTIzNDU2Nzg5YWJjZGU="
+rights = ["ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.scopes[0].hubs[0].host_name, "hub-a.example.net");
+        assert_eq!(cfg.scopes[0].policies[0].rights.len(), 5);
+        assert!(toml::from_str::<Config>("[listen]\nhttps = \"x\"\n").is_err());
+        assert!(toml::from_str::<Config>("[lisen]\n").is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! dpsd: the dps-rs reference server. It parses configuration, picks the storage backend,
+//! installs logging and wires the HTTPS listener; everything else lives in the libraries.
+//!
+//! `dpsd` with no arguments runs a development instance: one scope, one in-process linked hub,
+//! a dev CA and server certificate and a service key generated under `./dps-data`.
+
+mod config;
+mod devca;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use dps_connect::InProcessHubRegistry;
+use dps_service::{Service, ServiceOptions};
+use dps_store::MemoryStore;
+use scopes::build_scope;
+
+use crate::config::Config;
+
+/// The dps-rs Device Provisioning Service.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML). Without one, a development instance runs.
+    #[arg(long, env = "DPSD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides `[listen] https`.
+    #[arg(long, env = "DPSD_LISTEN_HTTPS")]
+    listen_https: Option<std::net::SocketAddr>,
+    /// Overrides `[storage] data_dir`.
+    #[arg(long, env = "DPSD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Overrides `[storage] kind`.
+    #[arg(long, env = "DPSD_STORAGE_KIND")]
+    storage_kind: Option<String>,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info,dps_server=debug`.
+    #[arg(long, env = "DPSD_LOG", default_value = "info")]
+    log: String,
+    /// Log as JSON lines.
+    #[arg(long, env = "DPSD_LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    install_logging(&args);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(args)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn install_logging(args: &Args) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let dev = args.config.is_none();
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(a) = args.listen_https {
+        cfg.listen.https = a;
+    }
+    if let Some(d) = args.data_dir {
+        cfg.storage.data_dir = d;
+    }
+    if let Some(k) = args.storage_kind {
+        cfg.storage.kind = k;
+    }
+    if cfg.storage.kind != "memory" {
+        bail!(
+            "storage kind '{}' is not available in this build (use \"memory\")",
+            cfg.storage.kind
+        );
+    }
+    std::fs::create_dir_all(&cfg.storage.data_dir).with_context(|| {
+        format!(
+            "creating the data directory {}",
+            cfg.storage.data_dir.display()
+        )
+    })?;
+    if dev {
+        cfg.scopes = vec![config::dev_scope(&cfg.storage.data_dir)?];
+    }
+    let (chain, key, dev_ca) = match &cfg.tls {
+        Some(t) => (t.cert.clone(), t.key.clone(), None),
+        None => {
+            let mut names: Vec<String> = cfg
+                .scopes
+                .iter()
+                .map(|s| s.service_host_name.clone())
+                .collect();
+            names.push(cfg.listen.https.ip().to_string());
+            let d = devca::ensure(&cfg.storage.data_dir, &names)?;
+            (d.chain, d.key, Some(d.ca))
+        }
+    };
+    let tls = dps_server::tls::server_config(
+        &std::fs::read(&chain).with_context(|| format!("reading {}", chain.display()))?,
+        &std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?,
+    )
+    .context("loading the TLS certificate")?;
+    let mut builder = Service::builder(MemoryStore::new(), InProcessHubRegistry::default())
+        .options(ServiceOptions {
+            retry_after_secs: cfg.service.retry_after_secs,
+            ..ServiceOptions::default()
+        });
+    for s in &cfg.scopes {
+        builder = builder.scope(build_scope(s)?);
+    }
+    let svc = builder.build();
+    let listener = tokio::net::TcpListener::bind(cfg.listen.https)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen.https))?;
+    let addr = listener.local_addr()?;
+    print_banner(&cfg, addr, dev_ca.as_deref(), dev);
+    tracing::info!(%addr, scopes = cfg.scopes.len(), storage = %cfg.storage.kind, "dpsd listening");
+    dps_server::serve(listener, tls, svc, shutdown_signal()).await?;
+    tracing::info!("dpsd stopped");
+    Ok(())
+}
+
+fn print_banner(cfg: &Config, addr: std::net::SocketAddr, ca: Option<&std::path::Path>, dev: bool) {
+    let port = addr.port();
+    println!("dpsd listening on https://{addr} (device and service API)");
+    for s in &cfg.scopes {
+        println!(
+            "  ID scope: {}  service host: {}",
+            s.id_scope, s.service_host_name
+        );
+    }
+    if let Some(ca) = ca {
+        let abs = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.to_path_buf());
+        println!("  trust root (dev CA): {}", abs.display());
+    }
+    if dev {
+        // Only the development instance prints its generated key, so a new user can connect.
+        if let Some((s, p)) = cfg
+            .scopes
+            .first()
+            .and_then(|s| s.policies.first().map(|p| (s, p)))
+        {
+            println!(
+                "  service connection string: HostName={}:{port};SharedAccessKeyName={};SharedAccessKey={}",
+                s.service_host_name, p.name, p.primary_key
+            );
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+mod scopes {
+    //! Turns a `[[scope]]` section into the service's scope configuration.
+    use anyhow::{Context, Result, anyhow};
+    use dps_attest::sas::SigningKey;
+    use dps_service::{AccessPolicy, Right, ScopeConfig};
+    use dps_types::{AllocationPolicy, HubHostName, IdScope};
+
+    pub fn build_scope(s: &crate::config::Scope) -> Result<ScopeConfig> {
+        let id = IdScope::new(&s.id_scope).with_context(|| format!("id_scope {:?}", s.id_scope))?;
+        let mut sc = ScopeConfig::new(id, s.service_host_name.clone());
+        sc.allocation_policy = AllocationPolicy::parse(&s.allocation_policy).ok_or_else(|| {
+            anyhow!(
+                "scope {}: unknown allocation_policy {:?}",
+                s.id_scope,
+                s.allocation_policy
+            )
+        })?;
+        let hubs = s
+            .hubs
+            .iter()
+            .map(|h| {
+                let host = HubHostName::new(&h.host_name)
+                    .with_context(|| format!("hub host_name {:?}", h.host_name))?;
+                Ok(dps_alloc::Hub::new(
+                    host,
+                    h.allocation_weight,
+                    h.apply_allocation_policy,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        sc.hubs = dps_alloc::HubSet::new(hubs);
+        for p in &s.policies {
+            let key =
+                |k: &str| SigningKey::from_base64(k).map_err(|e| anyhow!("policy {}: {e}", p.name));
+            let rights = p
+                .rights
+                .iter()
+                .flat_map(|r| r.split(','))
+                .filter(|r| !r.trim().is_empty())
+                .map(|r| {
+                    Right::parse(r).ok_or_else(|| anyhow!("policy {}: unknown right {r:?}", p.name))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            sc.policies.push(AccessPolicy {
+                name: p.name.clone(),
+                primary: key(&p.primary_key)?,
+                secondary: p.secondary_key.as_deref().map(key).transpose()?,
+                rights,
+            });
+        }
+        Ok(sc)
+    }
+}
