@@ -94,6 +94,18 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
     }
 }
 
+impl<S: Store, H: HubRegistry> Service<S, H> {
+    /// A handle on one scope's records without a SAS check, for embedding programs that
+    /// authenticate their callers themselves (or configure records at start).
+    pub fn admin_for_scope(&self, id_scope: &str) -> Result<Admin<'_, S, H>, Rejection> {
+        let scope = self
+            .scopes
+            .get(&id_scope.to_ascii_lowercase())
+            .ok_or(Rejection::ScopeNotFound)?;
+        Ok(Admin { svc: self, scope })
+    }
+}
+
 impl<S: Store, H: HubRegistry> Admin<'_, S, H> {
     /// The scope this handle works on.
     pub fn scope(&self) -> &ScopeConfig {
