@@ -42,8 +42,8 @@ pub struct RegisterRequest<'a> {
 
 /// Which enrollment authenticated a device.
 enum Matched {
-    Individual(IndividualEnrollment),
-    Group(EnrollmentGroup, [Option<SymmetricKey>; 2]),
+    Individual(Box<IndividualEnrollment>),
+    Group(Box<EnrollmentGroup>, [Option<SymmetricKey>; 2]),
 }
 
 fn unauthorized(e: SasError) -> Rejection {
@@ -96,14 +96,14 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         if let Some(e) = individual {
             let keys = keys_of(&e.attestation);
             if keys.iter().any(|k| token.verify_signature(k)) {
-                return Ok(Matched::Individual(e));
+                return Ok(Matched::Individual(Box::new(e)));
             }
             // A disabled individual enrollment also blocks a group member signing with its
             // group-derived key; an enabled one is the only way in for that ID.
             if e.provisioning_status == dps_types::ProvisioningStatus::Disabled
                 && self.find_group(scope, rid, &token).await?.is_some()
             {
-                return Ok(Matched::Individual(e));
+                return Ok(Matched::Individual(Box::new(e)));
             }
             return Err(Rejection::Unauthorized(format!(
                 "signature does not match individual enrollment {}",
@@ -141,7 +141,7 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
                     *slot = SymmetricKey::new(&k.to_base64()).ok();
                 }
                 let _ = sk;
-                return Ok(Some(Matched::Group(g.clone(), pair)));
+                return Ok(Some(Matched::Group(Box::new(g.clone()), pair)));
             }
         }
         Ok(None)
@@ -157,8 +157,8 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         let matched = self.authenticate(scope, &rid, req.credential).await?;
         let now = self.clock.now();
         let (individual, group) = match &matched {
-            Matched::Individual(e) => (Some(e), None),
-            Matched::Group(g, _) => (None, Some(g)),
+            Matched::Individual(e) => (Some(&**e), None),
+            Matched::Group(g, _) => (None, Some(&**g)),
         };
         let group_id = group.map(|g| g.enrollment_group_id.clone());
         let operation_id = OperationId::new(&format!(

@@ -2,6 +2,8 @@
 //! SDKs rely on, and malformed input of every kind, which must get a 4xx Azure error body and
 //! never a panic.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -2,6 +2,8 @@
 //! deterministic entropy: attestation, precedence, disabled enrollments, etags, masking,
 //! authorisation, tenant isolation, allocation, reprovisioning, bulk, metering.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use dps_connect::InProcessHubRegistry;
 use dps_service::admin::{BulkMode, Caller};
 use dps_service::{DeviceCredential, RegisterRequest, Right, Service};

@@ -170,7 +170,7 @@ pub enum AttestationMechanism {
     /// Shared symmetric keys (SAS tokens).
     SymmetricKey(SymmetricKeyAttestation),
     /// X.509 certificates over mutual TLS.
-    X509(X509Attestation),
+    X509(Box<X509Attestation>),
     /// TPM endorsement key.
     Tpm(TpmAttestation),
 }
@@ -221,11 +221,11 @@ impl AttestationMechanism {
                         }),
                     })
                 };
-                Self::X509(X509Attestation {
+                Self::X509(Box::new(X509Attestation {
                     client_certificates: strip(&x.client_certificates),
                     signing_certificates: strip(&x.signing_certificates),
                     ca_references: x.ca_references.clone(),
-                })
+                }))
             }
             Self::Tpm(t) => Self::Tpm(t.clone()),
         }
@@ -257,7 +257,7 @@ impl TryFrom<AttestationWire> for AttestationMechanism {
                                 signingCertificates or caReferences"
                         .into());
                 }
-                Ok(Self::X509(x))
+                Ok(Self::X509(Box::new(x)))
             }
             "tpm" => Ok(Self::Tpm(
                 w.tpm.ok_or("tpm attestation requires the tpm member")?,
@@ -283,7 +283,7 @@ impl From<AttestationMechanism> for AttestationWire {
             }
             AttestationMechanism::X509(x) => {
                 w.kind = "x509".into();
-                w.x509 = Some(x);
+                w.x509 = Some(*x);
             }
             AttestationMechanism::Tpm(t) => {
                 w.kind = "tpm".into();

@@ -283,12 +283,12 @@ impl IndividualEnrollment {
     }
     /// Record-level rules (hub membership is checked by the service, which knows the hubs).
     pub fn validate(&self) -> Result<(), ValidationError> {
-        if let AttestationMechanism::X509(x) = &self.attestation {
-            if x.client_certificates.is_none() {
-                return Err(ValidationError(
-                    "individual enrollments take x509 clientCertificates only".into(),
-                ));
-            }
+        if let AttestationMechanism::X509(x) = &self.attestation
+            && x.client_certificates.is_none()
+        {
+            return Err(ValidationError(
+                "individual enrollments take x509 clientCertificates only".into(),
+            ));
         }
         self.policy().validate()
     }

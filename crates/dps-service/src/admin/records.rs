@@ -75,10 +75,10 @@ pub trait Record: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
 }
 
 fn mask_webhook(def: &mut Option<dps_types::CustomAllocationDefinition>) {
-    if let Some(d) = def {
-        if let Some((base, _)) = d.webhook_url.split_once('?') {
-            d.webhook_url = format!("{base}?****");
-        }
+    if let Some(d) = def
+        && let Some((base, _)) = d.webhook_url.split_once('?')
+    {
+        d.webhook_url = format!("{base}?****");
     }
 }
 
