@@ -1,0 +1,77 @@
+//! A device registration through dps-service with the memory store and the in-process hub
+//! registry: SAS verification, enrollment lookup, allocation, the hub write and the store
+//! commit, without any network. Also group lookup through the service with 1-1000 groups, the
+//! device belonging to the last one.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use dps_service::admin::Caller;
+use dps_service::{DeviceCredential, RegisterRequest, Right};
+use dps_store::block_on_ready;
+use dps_testkit::*;
+use dps_types::{EnrollmentGroup, IndividualEnrollment, RegistrationStatus};
+use serde_json::json;
+
+const LATER: u64 = 4_000_000_000;
+
+fn registration(c: &mut Criterion) {
+    let (svc, _) = fixture_service(FakeClock::at_unix(1_800_000_000));
+    let owner = service_token(SERVICE_HOST, OWNER, OWNER_KEY, LATER);
+    let admin = svc
+        .admin(Caller { host: Some(SERVICE_HOST), authorization: Some(&owner) }, Right::EnrollmentWrite)
+        .expect("owner token");
+    block_on_ready(admin.put::<IndividualEnrollment>(
+        "dev-1",
+        json!({"attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":DEV1_KEY}}}),
+        None,
+    ))
+    .expect("enrollment");
+    let token = device_token(SCOPE, "dev-1", DEV1_KEY, LATER);
+    c.bench_function("service/register_individual", |b| {
+        b.iter(|| {
+            let op = block_on_ready(svc.register(RegisterRequest {
+                id_scope: SCOPE,
+                registration_id: "dev-1",
+                credential: DeviceCredential::Sas(&token),
+                payload: None,
+                legacy_api: false,
+            }))
+            .expect("registers");
+            assert_eq!(op.status, RegistrationStatus::Assigned);
+            op
+        })
+    });
+
+    let mut g = c.benchmark_group("service/register_group_member");
+    for n in [1usize, 10, 100, 1000] {
+        let (svc, _) = fixture_service(FakeClock::at_unix(1_800_000_000));
+        let admin = svc
+            .admin(Caller { host: Some(SERVICE_HOST), authorization: Some(&owner) }, Right::EnrollmentWrite)
+            .expect("owner token");
+        for i in 0..n {
+            // Distinct keys per group; the device's group sorts last.
+            let key = dps_attest::sas::derive_device_key_base64(GROUP_KEY, &format!("group-{i}")).expect("key");
+            let body = json!({"attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":key,"secondaryKey":key}}});
+            block_on_ready(admin.put::<EnrollmentGroup>(&format!("group-{i:04}"), body, None)).expect("group");
+        }
+        let last_key = dps_attest::sas::derive_device_key_base64(GROUP_KEY, &format!("group-{}", n - 1)).expect("key");
+        let token = group_device_token(SCOPE, "member-1", &last_key, LATER);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                let op = block_on_ready(svc.register(RegisterRequest {
+                    id_scope: SCOPE,
+                    registration_id: "member-1",
+                    credential: DeviceCredential::Sas(&token),
+                    payload: None,
+                    legacy_api: false,
+                }))
+                .expect("registers");
+                assert_eq!(op.status, RegistrationStatus::Assigned);
+                op
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, registration);
+criterion_main!(benches);
