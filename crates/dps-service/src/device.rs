@@ -60,13 +60,8 @@ fn keys_of(a: &AttestationMechanism) -> Vec<SigningKey> {
         .unwrap_or_default()
 }
 
-/// Keys derived for `rid` from a symmetric-key group's keys.
-fn derived_keys(g: &EnrollmentGroup, rid: &str) -> Vec<SigningKey> {
-    keys_of(&g.attestation)
-        .iter()
-        .map(|k| sas::derive_device_key(k, rid))
-        .collect()
-}
+/// Symmetric-key groups with their decoded primary and secondary keys.
+pub(crate) type PreparedGroups = Vec<(EnrollmentGroup, [Option<SigningKey>; 2])>;
 
 impl<S: Store, H: HubRegistry> Service<S, H> {
     /// Authenticates a device: its individual enrollment if one exists (enabled or not), else
@@ -76,6 +71,7 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         scope: &ScopeConfig,
         rid: &RegistrationId,
         credential: DeviceCredential<'_>,
+        hint: Option<&EnrollmentGroupId>,
     ) -> Result<Matched, Rejection> {
         let DeviceCredential::Sas(text) = credential else {
             return Err(Rejection::Unauthorized("no credential presented".into()));
@@ -101,7 +97,7 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
             // A disabled individual enrollment also blocks a group member signing with its
             // group-derived key; an enabled one is the only way in for that ID.
             if e.provisioning_status == dps_types::ProvisioningStatus::Disabled
-                && self.find_group(scope, rid, &token).await?.is_some()
+                && self.find_group(scope, rid, &token, hint).await?.is_some()
             {
                 return Ok(Matched::Individual(Box::new(e)));
             }
@@ -110,7 +106,7 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
                 e.registration_id
             )));
         }
-        match self.find_group(scope, rid, &token).await? {
+        match self.find_group(scope, rid, &token, hint).await? {
             Some(m) => Ok(m),
             None => Err(Rejection::Unauthorized(format!(
                 "no enrollment of scope {} accepts {rid}",
@@ -119,32 +115,84 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         }
     }
 
+    /// Finds the symmetric-key group whose key, derived for `rid`, signed the token. The group
+    /// of the device's previous registration (`hint`) is tried first, then every group's
+    /// primary key, then every secondary key, so the common cases cost one or a few HMACs.
     async fn find_group(
         &self,
         scope: &ScopeConfig,
         rid: &RegistrationId,
         token: &SasToken<'_>,
+        hint: Option<&EnrollmentGroupId>,
     ) -> Result<Option<Matched>, Rejection> {
-        let groups = self
-            .store
-            .groups_snapshot(&scope.id_scope)
-            .await
-            .map_err(store_err)?;
-        for g in groups.iter() {
-            let Some(sk) = g.attestation.symmetric_key() else {
+        let prepared = self.group_keys(scope).await?;
+        let hinted = hint.and_then(|h| {
+            prepared
+                .iter()
+                .position(|(g, _)| g.enrollment_group_id.key() == h.key())
+        });
+        let order = hinted
+            .into_iter()
+            .flat_map(|i| [(i, 0), (i, 1)])
+            .chain((0..prepared.len()).map(|i| (i, 0)))
+            .chain((0..prepared.len()).map(|i| (i, 1)));
+        for (i, slot) in order {
+            let (g, keys) = &prepared[i];
+            let Some(group_key) = &keys[slot] else {
                 continue;
             };
-            let derived = derived_keys(g, rid.as_str());
-            if derived.iter().any(|k| token.verify_signature(k)) {
+            if token.verify_signature(&sas::derive_device_key(group_key, rid.as_str())) {
                 let mut pair = [None, None];
-                for (slot, k) in pair.iter_mut().zip(derived.iter()) {
-                    *slot = SymmetricKey::new(&k.to_base64()).ok();
+                for (out, k) in pair.iter_mut().zip(keys.iter()) {
+                    *out = k.as_ref().and_then(|k| {
+                        SymmetricKey::new(&sas::derive_device_key(k, rid.as_str()).to_base64()).ok()
+                    });
                 }
-                let _ = sk;
                 return Ok(Some(Matched::Group(Box::new(g.clone()), pair)));
             }
         }
         Ok(None)
+    }
+
+    /// The scope's symmetric-key groups with their keys decoded, rebuilt only when the store
+    /// hands out a new snapshot (so it is never stale).
+    async fn group_keys(
+        &self,
+        scope: &ScopeConfig,
+    ) -> Result<std::sync::Arc<PreparedGroups>, Rejection> {
+        let snapshot = self
+            .store
+            .groups_snapshot(&scope.id_scope)
+            .await
+            .map_err(store_err)?;
+        let key = scope.id_scope.key();
+        let mut cache = self
+            .group_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((snap, prepared)) = cache.get(&key)
+            && std::sync::Arc::ptr_eq(snap, &snapshot)
+        {
+            return Ok(prepared.clone());
+        }
+        let prepared: std::sync::Arc<PreparedGroups> = std::sync::Arc::new(
+            snapshot
+                .iter()
+                .filter_map(|g| {
+                    let sk = g.attestation.symmetric_key()?;
+                    let decode = |k: &Option<SymmetricKey>| {
+                        k.as_ref()
+                            .and_then(|k| SigningKey::from_base64(k.expose_base64()).ok())
+                    };
+                    Some((
+                        g.clone(),
+                        [decode(&sk.primary_key), decode(&sk.secondary_key)],
+                    ))
+                })
+                .collect(),
+        );
+        cache.insert(key, (snapshot, prepared.clone()));
+        Ok(prepared)
     }
 
     /// Registers a device: authenticates it, decides its hub, creates its identity there and
@@ -154,7 +202,15 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         let scope = self.device_scope(req.id_scope)?;
         let rid = RegistrationId::new(req.registration_id)
             .map_err(|e| Rejection::BadRequest(e.to_string()))?;
-        let matched = self.authenticate(scope, &rid, req.credential).await?;
+        let previous = self
+            .store
+            .registration(&scope.id_scope, &rid.key())
+            .await
+            .map_err(store_err)?;
+        let hint = previous
+            .as_ref()
+            .and_then(|p| p.enrollment_group_id.as_ref());
+        let matched = self.authenticate(scope, &rid, req.credential, hint).await?;
         let now = self.clock.now();
         let (individual, group) = match &matched {
             Matched::Individual(e) => (Some(&**e), None),
@@ -189,7 +245,9 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
                     meter: Some(meter::DEVICE_REGISTRATION),
                 }
             } else {
-                let record = self.assign(scope, &rid, &matched, &req, state, now).await?;
+                let record = self
+                    .assign(scope, &rid, &matched, &req, previous, state)
+                    .await?;
                 let op = self.operation(operation_id, &rid, record.state.clone(), group_id, now);
                 RegistrationCommit {
                     record: Some(record),
@@ -231,9 +289,13 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         rid: &RegistrationId,
         matched: &Matched,
         req: &RegisterRequest<'_>,
+        previous: Option<RegistrationRecord>,
         mut state: DeviceRegistrationState,
-        now: Timestamp,
     ) -> Result<RegistrationRecord, Rejection> {
+        // The attempt's time is already on the state.
+        let now = state
+            .last_updated_date_time_utc
+            .unwrap_or_else(|| self.clock.now());
         let (policy_view, reprovision, capabilities, twin, device_id, auth, group_id) =
             match matched {
                 Matched::Individual(e) => {
@@ -268,11 +330,6 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
                     )
                 }
             };
-        let previous = self
-            .store
-            .registration(&scope.id_scope, &rid.key())
-            .await
-            .map_err(store_err)?;
         state.created_date_time_utc = Some(
             previous
                 .as_ref()
@@ -350,16 +407,16 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         let scope = self.device_scope(id_scope)?;
         let rid = RegistrationId::new(registration_id)
             .map_err(|e| Rejection::BadRequest(e.to_string()))?;
-        self.authenticate(scope, &rid, credential).await?;
         let op = self
             .store
             .operation(&scope.id_scope, operation_id)
             .await
-            .map_err(store_err)?;
-        match op {
-            Some(op) if op.registration_id.key() == rid.key() => Ok(op),
-            _ => Err(Rejection::OperationNotFound),
-        }
+            .map_err(store_err)?
+            .filter(|op| op.registration_id.key() == rid.key());
+        // Authenticate before revealing whether the operation exists.
+        let hint = op.as_ref().and_then(|op| op.enrollment_group_id.as_ref());
+        self.authenticate(scope, &rid, credential, hint).await?;
+        op.ok_or(Rejection::OperationNotFound)
     }
 
     /// Looks up a device's current registration (`POST /{scope}/registrations/{id}`).
@@ -372,11 +429,14 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         let scope = self.device_scope(id_scope)?;
         let rid = RegistrationId::new(registration_id)
             .map_err(|e| Rejection::BadRequest(e.to_string()))?;
-        self.authenticate(scope, &rid, credential).await?;
-        self.store
+        let record = self
+            .store
             .registration(&scope.id_scope, &rid.key())
             .await
-            .map_err(store_err)?
+            .map_err(store_err)?;
+        let hint = record.as_ref().and_then(|r| r.enrollment_group_id.as_ref());
+        self.authenticate(scope, &rid, credential, hint).await?;
+        record
             .map(|r| r.state)
             .ok_or(Rejection::RegistrationNotFound)
     }

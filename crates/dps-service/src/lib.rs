@@ -95,7 +95,19 @@ pub struct Service<S, H> {
     entropy: Arc<dyn Entropy>,
     scopes: Arc<HashMap<String, ScopeConfig>>,
     options: Arc<ServiceOptions>,
+    group_cache: Arc<GroupCache>,
 }
+
+/// Per scope: the store's group snapshot and the groups' decoded keys.
+type GroupCache = std::sync::Mutex<
+    HashMap<
+        String,
+        (
+            Arc<[dps_types::EnrollmentGroup]>,
+            Arc<device::PreparedGroups>,
+        ),
+    >,
+>;
 
 impl<S, H> Clone for Service<S, H> {
     fn clone(&self) -> Self {
@@ -106,6 +118,7 @@ impl<S, H> Clone for Service<S, H> {
             entropy: self.entropy.clone(),
             scopes: self.scopes.clone(),
             options: self.options.clone(),
+            group_cache: self.group_cache.clone(),
         }
     }
 }
@@ -155,6 +168,7 @@ impl<S: Store, H: HubRegistry> ServiceBuilder<S, H> {
             entropy: self.entropy,
             scopes: Arc::new(scopes),
             options: Arc::new(self.options),
+            group_cache: Arc::default(),
         }
     }
 }

@@ -279,7 +279,8 @@ impl From<AttestationMechanism> for AttestationWire {
         match a {
             AttestationMechanism::SymmetricKey(s) => {
                 w.kind = "symmetricKey".into();
-                w.symmetric_key = Some(s);
+                // Masked records read `{"type":"symmetricKey"}`, as Azure serialises them.
+                w.symmetric_key = Some(s).filter(|s| s.keys().next().is_some());
             }
             AttestationMechanism::X509(x) => {
                 w.kind = "x509".into();
@@ -322,7 +323,7 @@ mod tests {
         assert_eq!(a.kind(), AttestationKind::SymmetricKey);
         assert_eq!(serde_json::to_string(&a).unwrap(), json);
         let masked = serde_json::to_string(&a.masked()).unwrap();
-        assert_eq!(masked, r#"{"type":"symmetricKey","symmetricKey":{}}"#);
+        assert_eq!(masked, r#"{"type":"symmetricKey"}"#);
         assert!(!masked.contains(K));
     }
 

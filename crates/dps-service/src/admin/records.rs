@@ -232,7 +232,12 @@ pub(crate) fn decode_record<R: Record>(path_id: &str, body: Value) -> Result<R, 
         None | Some(Value::Null) => {
             body.insert(R::ID_FIELD.to_owned(), Value::String(path_id.to_owned()));
         }
-        Some(_) => return Err(Rejection::BadRequest(format!("{} must be a string", R::ID_FIELD))),
+        Some(_) => {
+            return Err(Rejection::BadRequest(format!(
+                "{} must be a string",
+                R::ID_FIELD
+            )));
+        }
     }
     // Read-only members a client may echo back are ignored.
     body.remove("registrationState");
