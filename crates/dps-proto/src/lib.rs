@@ -1,7 +1,7 @@
 //! Wire codecs of dps-rs: everything needed to turn bytes from the network into typed requests
 //! and typed results back into bytes, with no sockets and no runtime.
 //!
-//! - [`http::route`] decodes a method and path of the device API (`/{idScope}/registrations/…`)
+//! - [`http::route()`] decodes a method and path of the device API (`/{idScope}/registrations/…`)
 //!   or the service API (`/enrollments/…`, `/enrollmentGroups/…`, `/registrations/…`);
 //! - [`http::register`] holds the device messages (`DeviceRegistration`,
 //!   `RegistrationOperationStatus`), [`http::service`] the query, paging and bulk bodies;

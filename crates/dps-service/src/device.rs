@@ -127,9 +127,11 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
     ) -> Result<Option<Matched>, Rejection> {
         let prepared = self.group_keys(scope).await?;
         let hinted = hint.and_then(|h| {
-            prepared
-                .iter()
-                .position(|(g, _)| g.enrollment_group_id.key() == h.key())
+            prepared.iter().position(|(g, _)| {
+                g.enrollment_group_id
+                    .as_str()
+                    .eq_ignore_ascii_case(h.as_str())
+            })
         });
         let order = hinted
             .into_iter()
@@ -390,7 +392,8 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         record.state.status = RegistrationStatus::Assigned;
         record.state.assigned_hub = Some(decision.hub.clone());
         record.state.substatus = Some(decision.substatus);
-        record.state.payload = None;
+        // Without custom allocation the device's own payload is returned to it.
+        record.state.payload = req.payload.clone().filter(|p| !p.is_null());
         record.initial_hub.get_or_insert(decision.hub);
         Ok(record)
     }

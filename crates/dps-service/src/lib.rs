@@ -16,26 +16,40 @@
 //! Network front ends live in `dps-server`.
 //!
 //! ```
+//! use dps_attest::sas::{SigningKey, generate_token};
+//! use dps_connect::InProcessHubRegistry;
 //! use dps_service::{DeviceCredential, RegisterRequest, ScopeConfig, Service};
 //! use dps_store::{MemoryStore, block_on_ready};
-//! # use dps_service::{HubDevice, HubError, HubRegistry};
-//! # struct NoHub;
-//! # impl HubRegistry for NoHub {
-//! #     async fn provision(&self, _: HubDevice) -> Result<(), HubError> { Ok(()) }
-//! # }
-//! use dps_types::IdScope;
+//! use dps_types::{HubHostName, IdScope, IndividualEnrollment, RegistrationStatus};
 //!
-//! let scope = ScopeConfig::new(IdScope::new("0ne00000001").unwrap(), "localhost");
-//! let svc = Service::builder(MemoryStore::new(), NoHub).scope(scope).build();
-//! // No enrollment accepts this token: the device is refused.
-//! let r = block_on_ready(svc.register(RegisterRequest {
+//! const KEY: &str = "dGVzdC1rZXktZGV2LTEtMDEyMzQ1Njc4OWFiY2RlZg==";
+//! let mut scope = ScopeConfig::new(IdScope::new("0ne00000001").unwrap(), "localhost");
+//! let hub = HubHostName::new("hub.example.net").unwrap();
+//! scope.hubs = dps_alloc::HubSet::new(vec![dps_alloc::Hub::new(hub, 1, true)]);
+//! let hubs = InProcessHubRegistry::default();
+//! let svc = Service::builder(MemoryStore::new(), hubs.clone()).scope(scope).build();
+//!
+//! // Enroll a device (trusted, in-process: remote admins use the service API with SAS).
+//! let body = serde_json::json!({
+//!     "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": KEY}}
+//! });
+//! let admin = svc.admin_for_scope("0ne00000001").unwrap();
+//! block_on_ready(admin.put::<IndividualEnrollment>("dev-1", body, None)).unwrap();
+//!
+//! // The device registers with a SAS token signed by its key. The memory store and the
+//! // in-process hub answer at once, so no runtime is needed here; `dps-server` serves HTTPS.
+//! let key = SigningKey::from_base64(KEY).unwrap();
+//! let token = generate_token("0ne00000001/registrations/dev-1", &key, 4_000_000_000, None);
+//! let op = block_on_ready(svc.register(RegisterRequest {
 //!     id_scope: "0ne00000001",
 //!     registration_id: "dev-1",
-//!     credential: DeviceCredential::Sas("SharedAccessSignature sr=x&sig=y&se=1"),
+//!     credential: DeviceCredential::Sas(&token),
 //!     payload: None,
 //!     legacy_api: false,
-//! }));
-//! assert!(matches!(r, Err(dps_types::Rejection::Unauthorized(_))));
+//! }))
+//! .unwrap();
+//! assert_eq!(op.status, RegistrationStatus::Assigned);
+//! assert_eq!(hubs.devices()[0].device_id, "dev-1");
 //! ```
 
 pub mod admin;

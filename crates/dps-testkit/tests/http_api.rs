@@ -135,7 +135,7 @@ async fn device_register_and_poll_have_the_sdk_shapes() {
         "PUT",
         &format!("/{SCOPE}/registrations/dev-1/register{DEV}"),
         &auth,
-        r#"{"registrationId":"dev-1"}"#,
+        r#"{"registrationId":"dev-1","payload":{"modelId":"dtmi:example:thermostat;1","custom":42}}"#,
     )
     .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
@@ -170,6 +170,11 @@ async fn device_register_and_poll_have_the_sdk_shapes() {
         assert_eq!(v.len(), "2022-08-31T22:02:50.5163352Z".len(), "{t}: {v}");
     }
     assert!(st["etag"].as_str().is_some());
+    // The device's payload comes back to it (no custom allocation rewrote it).
+    assert_eq!(
+        st["payload"],
+        json!({"modelId":"dtmi:example:thermostat;1","custom":42})
+    );
     // Python sends `{"payload": null, ...}`; the registration status lookup answers the record.
     let r = send(
         &app,

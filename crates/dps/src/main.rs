@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
                   or set DPS_CA."
 )]
 struct Cli {
-    /// Service connection string: HostName=HOST[:PORT];SharedAccessKeyName=…;SharedAccessKey=…
+    /// Service connection string: HostName=HOST or HOST:PORT;SharedAccessKeyName=…;SharedAccessKey=…
     #[arg(
         long,
         env = "DPS_CONNECTION_STRING",
@@ -585,7 +585,7 @@ mod tests {
         let g = new_group("g1", &record(None, None)).unwrap();
         assert_eq!(
             serde_json::to_value(&g).unwrap()["attestation"],
-            json!({"type": "symmetricKey", "symmetricKey": {}})
+            json!({"type": "symmetricKey"})
         );
     }
 

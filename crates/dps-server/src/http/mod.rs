@@ -191,9 +191,13 @@ async fn dispatch<S: Store, H: HubRegistry>(
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Rejection> {
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
+    let read = tokio::time::timeout(crate::BODY_TIMEOUT, axum::body::to_bytes(body, limit));
+    match read.await {
+        Err(_) => Err(Rejection::BadRequest(
+            "the request body did not arrive in time".into(),
+        )),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
             // The only error to_bytes reports for a well-formed stream is the length limit.
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
