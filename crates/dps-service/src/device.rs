@@ -1,16 +1,15 @@
 //! The device API, transport-agnostic: register, poll an operation, look up a registration.
 //! HTTPS, MQTT and AMQP front ends all call these, so every rule is identical across them.
 
-use dps_attest::sas::{self, SasError, SasToken, SigningKey};
 use dps_core::{EnrollmentStatus, Previous};
 use dps_store::{RegistrationCommit, Store};
 use dps_types::{
-    AttestationKind, AttestationMechanism, DeviceRegistrationState, EnrollmentGroup,
-    EnrollmentGroupId, Etag, IndividualEnrollment, Operation, OperationId, RegistrationId,
-    RegistrationRecord, RegistrationStatus, Rejection, SymmetricKey, Timestamp,
+    AttestationKind, DeviceRegistrationState, EnrollmentGroupId, Etag, Operation, OperationId,
+    RegistrationId, RegistrationRecord, RegistrationStatus, Rejection, Timestamp,
 };
 use serde_json::Value;
 
+use crate::auth::Matched;
 use crate::config::ScopeConfig;
 use crate::env::{random_guid, random_hex};
 use crate::hubs::{HubAuth, HubDevice, HubError, HubRegistry};
@@ -40,163 +39,7 @@ pub struct RegisterRequest<'a> {
     pub legacy_api: bool,
 }
 
-/// Which enrollment authenticated a device.
-enum Matched {
-    Individual(Box<IndividualEnrollment>),
-    Group(Box<EnrollmentGroup>, [Option<SymmetricKey>; 2]),
-}
-
-fn unauthorized(e: SasError) -> Rejection {
-    Rejection::Unauthorized(e.to_string())
-}
-
-fn keys_of(a: &AttestationMechanism) -> Vec<SigningKey> {
-    a.symmetric_key()
-        .map(|s| {
-            s.keys()
-                .filter_map(|k| SigningKey::from_base64(k.expose_base64()).ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Symmetric-key groups with their decoded primary and secondary keys.
-pub(crate) type PreparedGroups = Vec<(EnrollmentGroup, [Option<SigningKey>; 2])>;
-
 impl<S: Store, H: HubRegistry> Service<S, H> {
-    /// Authenticates a device: its individual enrollment if one exists (enabled or not), else
-    /// the first symmetric-key group whose derived key verifies the token.
-    async fn authenticate(
-        &self,
-        scope: &ScopeConfig,
-        rid: &RegistrationId,
-        credential: DeviceCredential<'_>,
-        hint: Option<&EnrollmentGroupId>,
-    ) -> Result<Matched, Rejection> {
-        let DeviceCredential::Sas(text) = credential else {
-            return Err(Rejection::Unauthorized("no credential presented".into()));
-        };
-        let token = SasToken::parse(text).map_err(unauthorized)?;
-        let now = self.now_unix();
-        // Expiry and audience first, so a bad token costs no key lookups.
-        match sas::verify_device(&token, scope.id_scope.as_str(), rid.as_str(), &[], now) {
-            Err(SasError::SignatureMismatch) => {}
-            Err(e) => return Err(unauthorized(e)),
-            Ok(_) => return Err(Rejection::Unauthorized("no keys".into())),
-        }
-        let individual = self
-            .store
-            .enrollment(&scope.id_scope, &rid.key())
-            .await
-            .map_err(store_err)?;
-        if let Some(e) = individual {
-            let keys = keys_of(&e.attestation);
-            if keys.iter().any(|k| token.verify_signature(k)) {
-                return Ok(Matched::Individual(Box::new(e)));
-            }
-            // A disabled individual enrollment also blocks a group member signing with its
-            // group-derived key; an enabled one is the only way in for that ID.
-            if e.provisioning_status == dps_types::ProvisioningStatus::Disabled
-                && self.find_group(scope, rid, &token, hint).await?.is_some()
-            {
-                return Ok(Matched::Individual(Box::new(e)));
-            }
-            return Err(Rejection::Unauthorized(format!(
-                "signature does not match individual enrollment {}",
-                e.registration_id
-            )));
-        }
-        match self.find_group(scope, rid, &token, hint).await? {
-            Some(m) => Ok(m),
-            None => Err(Rejection::Unauthorized(format!(
-                "no enrollment of scope {} accepts {rid}",
-                scope.id_scope
-            ))),
-        }
-    }
-
-    /// Finds the symmetric-key group whose key, derived for `rid`, signed the token. The group
-    /// of the device's previous registration (`hint`) is tried first, then every group's
-    /// primary key, then every secondary key, so the common cases cost one or a few HMACs.
-    async fn find_group(
-        &self,
-        scope: &ScopeConfig,
-        rid: &RegistrationId,
-        token: &SasToken<'_>,
-        hint: Option<&EnrollmentGroupId>,
-    ) -> Result<Option<Matched>, Rejection> {
-        let prepared = self.group_keys(scope).await?;
-        let hinted = hint.and_then(|h| {
-            prepared.iter().position(|(g, _)| {
-                g.enrollment_group_id
-                    .as_str()
-                    .eq_ignore_ascii_case(h.as_str())
-            })
-        });
-        let order = hinted
-            .into_iter()
-            .flat_map(|i| [(i, 0), (i, 1)])
-            .chain((0..prepared.len()).map(|i| (i, 0)))
-            .chain((0..prepared.len()).map(|i| (i, 1)));
-        for (i, slot) in order {
-            let (g, keys) = &prepared[i];
-            let Some(group_key) = &keys[slot] else {
-                continue;
-            };
-            if token.verify_signature(&sas::derive_device_key(group_key, rid.as_str())) {
-                let mut pair = [None, None];
-                for (out, k) in pair.iter_mut().zip(keys.iter()) {
-                    *out = k.as_ref().and_then(|k| {
-                        SymmetricKey::new(&sas::derive_device_key(k, rid.as_str()).to_base64()).ok()
-                    });
-                }
-                return Ok(Some(Matched::Group(Box::new(g.clone()), pair)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The scope's symmetric-key groups with their keys decoded, rebuilt only when the store
-    /// hands out a new snapshot (so it is never stale).
-    async fn group_keys(
-        &self,
-        scope: &ScopeConfig,
-    ) -> Result<std::sync::Arc<PreparedGroups>, Rejection> {
-        let snapshot = self
-            .store
-            .groups_snapshot(&scope.id_scope)
-            .await
-            .map_err(store_err)?;
-        let key = scope.id_scope.key();
-        let mut cache = self
-            .group_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((snap, prepared)) = cache.get(&key)
-            && std::sync::Arc::ptr_eq(snap, &snapshot)
-        {
-            return Ok(prepared.clone());
-        }
-        let prepared: std::sync::Arc<PreparedGroups> = std::sync::Arc::new(
-            snapshot
-                .iter()
-                .filter_map(|g| {
-                    let sk = g.attestation.symmetric_key()?;
-                    let decode = |k: &Option<SymmetricKey>| {
-                        k.as_ref()
-                            .and_then(|k| SigningKey::from_base64(k.expose_base64()).ok())
-                    };
-                    Some((
-                        g.clone(),
-                        [decode(&sk.primary_key), decode(&sk.secondary_key)],
-                    ))
-                })
-                .collect(),
-        );
-        cache.insert(key, (snapshot, prepared.clone()));
-        Ok(prepared)
-    }
-
     /// Registers a device: authenticates it, decides its hub, creates its identity there and
     /// records the result. Returns the operation the device will poll (its status is already
     /// terminal: assignment completes within the request).

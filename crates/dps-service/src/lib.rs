@@ -53,6 +53,7 @@
 //! ```
 
 pub mod admin;
+mod auth;
 mod config;
 mod device;
 mod env;
@@ -114,13 +115,7 @@ pub struct Service<S, H> {
 
 /// Per scope: the store's group snapshot and the groups' decoded keys.
 type GroupCache = std::sync::Mutex<
-    HashMap<
-        String,
-        (
-            Arc<[dps_types::EnrollmentGroup]>,
-            Arc<device::PreparedGroups>,
-        ),
-    >,
+    HashMap<String, (Arc<[dps_types::EnrollmentGroup]>, Arc<auth::PreparedGroups>)>,
 >;
 
 impl<S, H> Clone for Service<S, H> {
