@@ -135,9 +135,10 @@ async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.listen.https))?;
     let addr = listener.local_addr()?;
+    let shutdown = shutdown_signal()?;
     print_banner(&cfg, addr, dev_ca.as_deref(), dev);
     tracing::info!(%addr, scopes = cfg.scopes.len(), storage = %cfg.storage.kind, "dpsd listening");
-    dps_server::serve(listener, tls, svc, shutdown_signal()).await?;
+    dps_server::serve(listener, tls, svc, shutdown).await?;
     tracing::info!("dpsd stopped");
     Ok(())
 }
@@ -170,26 +171,29 @@ fn print_banner(cfg: &Config, addr: std::net::SocketAddr, ca: Option<&std::path:
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGINT/SIGTERM handlers now (before the banner tells anyone the server is up)
+/// and returns a future that completes when either arrives.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+            tracing::info!("shutdown requested");
+        })
     }
-    tracing::info!("shutdown requested");
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown requested");
+        })
+    }
 }
 
 mod scopes {
