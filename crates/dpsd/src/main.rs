@@ -127,7 +127,30 @@ async fn run(args: Args) -> Result<()> {
             retry_after_secs: cfg.service.retry_after_secs,
             ..ServiceOptions::default()
         });
+    let mut seen = std::collections::HashSet::new();
     for s in &cfg.scopes {
+        if !seen.insert(s.id_scope.to_ascii_lowercase()) {
+            bail!("id_scope {} is configured twice", s.id_scope);
+        }
+        if cfg.scopes.len() > 1
+            && cfg
+                .scopes
+                .iter()
+                .filter(|o| {
+                    o.service_host_name
+                        .eq_ignore_ascii_case(&s.service_host_name)
+                })
+                .count()
+                > 1
+        {
+            bail!(
+                "service_host_name {} is shared by several scopes: the service API tells scopes apart by host name",
+                s.service_host_name
+            );
+        }
+        if s.hubs.is_empty() {
+            tracing::warn!(id_scope = %s.id_scope, "scope has no linked hub: registrations will fail");
+        }
         builder = builder.scope(build_scope(s)?);
     }
     let svc = builder.build();
