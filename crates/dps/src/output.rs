@@ -1,4 +1,8 @@
 //! Printing results: a compact table (one line per item) for people, JSON for scripts.
+//!
+//! [`Output`] has one method per kind of result; enrollments and enrollment groups share
+//! [`Output::created`] and [`Output::records`] through the [`Record`] trait, which gives their
+//! nouns, table columns and keys.
 
 use anyhow::Result;
 use dps_client::DeviceRegistrationResult;
@@ -31,105 +35,33 @@ impl Output {
         Ok(())
     }
 
-    pub fn enrollment_created(self, e: &IndividualEnrollment, generated_keys: bool) -> Result<()> {
+    /// `created enrollment dev-1` (and the keys when the service generated them), or the
+    /// record as JSON.
+    pub fn created<R: Record>(self, r: &R, generated_keys: bool) -> Result<()> {
         if self.json {
-            return print_json(e);
+            return print_json(r);
         }
-        println!("created enrollment {}", e.registration_id);
+        println!("created {} {}", R::KIND, r.id());
         if generated_keys {
-            print_keys(&e.attestation);
+            print_keys(r.attestation());
         }
         Ok(())
     }
 
-    pub fn group_created(self, g: &EnrollmentGroup, generated_keys: bool) -> Result<()> {
-        if self.json {
-            return print_json(g);
-        }
-        println!("created enrollment group {}", g.enrollment_group_id);
-        if generated_keys {
-            print_keys(&g.attestation);
-        }
-        Ok(())
-    }
-
-    pub fn enrollments(self, all: &[IndividualEnrollment], show_keys: bool) -> Result<()> {
+    /// One table row per record (and their keys when asked), or JSON.
+    pub fn records<R: Record>(self, all: &[R], show_keys: bool) -> Result<()> {
         if self.json {
             return print_json_one_or_many(all);
         }
         if all.is_empty() {
-            println!("no enrollments");
+            println!("no {}", R::PLURAL);
             return Ok(());
         }
-        let rows = all
-            .iter()
-            .map(|e| {
-                let reg = e.registration_state.as_ref();
-                vec![
-                    e.registration_id.to_string(),
-                    status(e.provisioning_status).into(),
-                    attestation(&e.attestation).into(),
-                    e.effective_device_id(),
-                    hubs(&e.iot_hubs, e.iot_hub_host_name.as_deref()),
-                    reg.map_or_else(|| "-".into(), registration_summary),
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            table(
-                &[
-                    "REGISTRATION ID",
-                    "STATUS",
-                    "ATTESTATION",
-                    "DEVICE ID",
-                    "HUBS",
-                    "REGISTRATION"
-                ],
-                rows
-            )
-        );
+        let rows = all.iter().map(R::row).collect();
+        print!("{}", table(R::HEADERS, rows));
         if show_keys {
-            for e in all {
-                print_keys(&e.attestation);
-            }
-        }
-        Ok(())
-    }
-
-    pub fn groups(self, all: &[EnrollmentGroup], show_keys: bool) -> Result<()> {
-        if self.json {
-            return print_json_one_or_many(all);
-        }
-        if all.is_empty() {
-            println!("no enrollment groups");
-            return Ok(());
-        }
-        let rows = all
-            .iter()
-            .map(|g| {
-                vec![
-                    g.enrollment_group_id.to_string(),
-                    status(g.provisioning_status).into(),
-                    attestation(&g.attestation).into(),
-                    hubs(&g.iot_hubs, g.iot_hub_host_name.as_deref()),
-                    g.allocation_policy
-                        .and_then(|p| serde_json::to_value(p).ok())
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_else(|| "default".into()),
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            table(
-                &["GROUP ID", "STATUS", "ATTESTATION", "HUBS", "ALLOCATION"],
-                rows
-            )
-        );
-        if show_keys {
-            for g in all {
-                print_keys(&g.attestation);
+            for r in all {
+                print_keys(r.attestation());
             }
         }
         Ok(())
@@ -212,6 +144,85 @@ impl Output {
     }
 }
 
+/// What [`Output::created`] and [`Output::records`] need of an individual enrollment or an
+/// enrollment group: its names in messages, its id, its keys and its table row.
+pub trait Record: Serialize {
+    /// The noun in messages: `created enrollment …`.
+    const KIND: &'static str;
+    /// The plural: `no enrollments`.
+    const PLURAL: &'static str;
+    /// The table's column headers, one per cell of [`row`](Self::row).
+    const HEADERS: &'static [&'static str];
+
+    /// The record's id (registration ID or group ID).
+    fn id(&self) -> String;
+    /// The attestation, with the keys when the service returned them.
+    fn attestation(&self) -> &AttestationMechanism;
+    /// The cells of the record's table row.
+    fn row(&self) -> Vec<String>;
+}
+
+impl Record for IndividualEnrollment {
+    const KIND: &'static str = "enrollment";
+    const PLURAL: &'static str = "enrollments";
+    const HEADERS: &'static [&'static str] = &[
+        "REGISTRATION ID",
+        "STATUS",
+        "ATTESTATION",
+        "DEVICE ID",
+        "HUBS",
+        "REGISTRATION",
+    ];
+
+    fn id(&self) -> String {
+        self.registration_id.to_string()
+    }
+
+    fn attestation(&self) -> &AttestationMechanism {
+        &self.attestation
+    }
+
+    fn row(&self) -> Vec<String> {
+        let reg = self.registration_state.as_ref();
+        vec![
+            self.id(),
+            status(self.provisioning_status).into(),
+            attestation_kind(&self.attestation).into(),
+            self.effective_device_id(),
+            hubs(&self.iot_hubs, self.iot_hub_host_name.as_deref()),
+            reg.map_or_else(|| "-".into(), registration_summary),
+        ]
+    }
+}
+
+impl Record for EnrollmentGroup {
+    const KIND: &'static str = "enrollment group";
+    const PLURAL: &'static str = "enrollment groups";
+    const HEADERS: &'static [&'static str] =
+        &["GROUP ID", "STATUS", "ATTESTATION", "HUBS", "ALLOCATION"];
+
+    fn id(&self) -> String {
+        self.enrollment_group_id.to_string()
+    }
+
+    fn attestation(&self) -> &AttestationMechanism {
+        &self.attestation
+    }
+
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.id(),
+            status(self.provisioning_status).into(),
+            attestation_kind(&self.attestation).into(),
+            hubs(&self.iot_hubs, self.iot_hub_host_name.as_deref()),
+            self.allocation_policy
+                .and_then(|p| serde_json::to_value(p).ok())
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "default".into()),
+        ]
+    }
+}
+
 fn print_json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -243,7 +254,7 @@ fn status(s: ProvisioningStatus) -> &'static str {
     }
 }
 
-fn attestation(a: &AttestationMechanism) -> &'static str {
+fn attestation_kind(a: &AttestationMechanism) -> &'static str {
     match a {
         AttestationMechanism::SymmetricKey(_) => "symmetricKey",
         AttestationMechanism::X509(_) => "x509",
