@@ -38,7 +38,7 @@ use dps_types::{
     EnrollmentGroup, Etag, IdScope, IndividualEnrollment, Operation, RegistrationRecord,
 };
 
-pub use memory::{MemoryStore, block_on_ready};
+pub use memory::{MemoryStore, OPERATION_TTL_SECS, block_on_ready};
 
 /// How a write treats an existing record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -52,6 +52,15 @@ pub struct Storage {
     pub kind: String,
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// PostgreSQL connection URL (`kind = "postgres"`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL schema holding dps-rs's tables (default `dps`).
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// PostgreSQL pool size (default 16).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 fn default_kind() -> String {
@@ -66,6 +75,9 @@ impl Default for Storage {
         Self {
             kind: default_kind(),
             data_dir: default_data_dir(),
+            url: None,
+            schema: None,
+            max_connections: None,
         }
     }
 }

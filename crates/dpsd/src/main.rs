@@ -6,6 +6,7 @@
 
 mod config;
 mod devca;
+mod store;
 
 use std::path::PathBuf;
 
@@ -14,6 +15,8 @@ use clap::Parser;
 use dps_connect::InProcessHubRegistry;
 use dps_service::{Service, ServiceOptions};
 use dps_store::MemoryStore;
+
+use crate::store::AnyStore;
 use scopes::build_scope;
 
 use crate::config::Config;
@@ -31,9 +34,12 @@ struct Args {
     /// Overrides `[storage] data_dir`.
     #[arg(long, env = "DPSD_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Overrides `[storage] kind`.
+    /// Overrides `[storage] kind` (`memory` or `postgres`).
     #[arg(long, env = "DPSD_STORAGE_KIND")]
     storage_kind: Option<String>,
+    /// Overrides `[storage] url` (PostgreSQL).
+    #[arg(long, env = "DPSD_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info,dps_server=debug`.
     #[arg(long, env = "DPSD_LOG", default_value = "info")]
     log: String,
@@ -89,12 +95,10 @@ async fn run(args: Args) -> Result<()> {
     if let Some(k) = args.storage_kind {
         cfg.storage.kind = k;
     }
-    if cfg.storage.kind != "memory" {
-        bail!(
-            "storage kind '{}' is not available in this build (use \"memory\")",
-            cfg.storage.kind
-        );
+    if let Some(u) = args.database_url {
+        cfg.storage.url = Some(u);
     }
+    let store = open_store(&cfg.storage).await?;
     std::fs::create_dir_all(&cfg.storage.data_dir).with_context(|| {
         format!(
             "creating the data directory {}",
@@ -122,8 +126,8 @@ async fn run(args: Args) -> Result<()> {
         &std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?,
     )
     .context("loading the TLS certificate")?;
-    let mut builder = Service::builder(MemoryStore::new(), InProcessHubRegistry::default())
-        .options(ServiceOptions {
+    let mut builder =
+        Service::builder(store, InProcessHubRegistry::default()).options(ServiceOptions {
             retry_after_secs: cfg.service.retry_after_secs,
             ..ServiceOptions::default()
         });
@@ -164,6 +168,30 @@ async fn run(args: Args) -> Result<()> {
     dps_server::serve(listener, tls, svc, shutdown).await?;
     tracing::info!("dpsd stopped");
     Ok(())
+}
+
+async fn open_store(s: &config::Storage) -> Result<AnyStore> {
+    match s.kind.as_str() {
+        "memory" => Ok(AnyStore::Memory(MemoryStore::new())),
+        "postgres" => {
+            let url = s
+                .url
+                .as_deref()
+                .context("storage kind \"postgres\" needs [storage] url (or DPSD_DATABASE_URL)")?;
+            let mut pg = dps_store_pg::PgConfig::new(url);
+            if let Some(schema) = &s.schema {
+                pg.schema = schema.clone();
+            }
+            if let Some(n) = s.max_connections {
+                pg.max_connections = n;
+            }
+            let store = dps_store_pg::PgStore::connect(&pg)
+                .await
+                .context("connecting to PostgreSQL")?;
+            Ok(AnyStore::Postgres(store))
+        }
+        other => bail!("unknown storage kind {other:?} (use \"memory\" or \"postgres\")"),
+    }
 }
 
 fn print_banner(cfg: &Config, addr: std::net::SocketAddr, ca: Option<&std::path::Path>, dev: bool) {

@@ -1,0 +1,116 @@
+//! The storage backend dpsd runs on, chosen by `[storage] kind`: an enum over the concrete
+//! stores (no `dyn` on the hot path), delegating every call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use dps_store::{
+    DeleteCondition, MemoryStore, Page, RegistrationCommit, Result, Store, WriteCondition,
+};
+use dps_store_pg::PgStore;
+use dps_types::{EnrollmentGroup, IdScope, IndividualEnrollment, Operation, RegistrationRecord};
+
+/// One of the supported backends.
+#[derive(Clone)]
+pub enum AnyStore {
+    /// In memory (`kind = "memory"`): fast, lost on restart.
+    Memory(MemoryStore),
+    /// PostgreSQL (`kind = "postgres"`): shared by several dpsd nodes.
+    Postgres(PgStore),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Memory($s) => $call.await,
+            AnyStore::Postgres($s) => $call.await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn enrollment(&self, scope: &IdScope, key: &str) -> Result<Option<IndividualEnrollment>> {
+        delegate!(self, s => s.enrollment(scope, key))
+    }
+    async fn put_enrollment(
+        &self,
+        scope: &IdScope,
+        e: IndividualEnrollment,
+        cond: WriteCondition,
+    ) -> Result<()> {
+        delegate!(self, s => s.put_enrollment(scope, e, cond))
+    }
+    async fn delete_enrollment(
+        &self,
+        scope: &IdScope,
+        key: &str,
+        cond: DeleteCondition,
+    ) -> Result<()> {
+        delegate!(self, s => s.delete_enrollment(scope, key, cond))
+    }
+    async fn list_enrollments(
+        &self,
+        scope: &IdScope,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<IndividualEnrollment>> {
+        delegate!(self, s => s.list_enrollments(scope, after, limit))
+    }
+    async fn group(&self, scope: &IdScope, key: &str) -> Result<Option<EnrollmentGroup>> {
+        delegate!(self, s => s.group(scope, key))
+    }
+    async fn put_group(
+        &self,
+        scope: &IdScope,
+        g: EnrollmentGroup,
+        cond: WriteCondition,
+    ) -> Result<()> {
+        delegate!(self, s => s.put_group(scope, g, cond))
+    }
+    async fn delete_group(&self, scope: &IdScope, key: &str, cond: DeleteCondition) -> Result<()> {
+        delegate!(self, s => s.delete_group(scope, key, cond))
+    }
+    async fn list_groups(
+        &self,
+        scope: &IdScope,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<EnrollmentGroup>> {
+        delegate!(self, s => s.list_groups(scope, after, limit))
+    }
+    async fn groups_snapshot(&self, scope: &IdScope) -> Result<Arc<[EnrollmentGroup]>> {
+        delegate!(self, s => s.groups_snapshot(scope))
+    }
+    async fn registration(&self, scope: &IdScope, key: &str) -> Result<Option<RegistrationRecord>> {
+        delegate!(self, s => s.registration(scope, key))
+    }
+    async fn delete_registration(
+        &self,
+        scope: &IdScope,
+        key: &str,
+        cond: DeleteCondition,
+    ) -> Result<()> {
+        delegate!(self, s => s.delete_registration(scope, key, cond))
+    }
+    async fn list_registrations(
+        &self,
+        scope: &IdScope,
+        group_key: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RegistrationRecord>> {
+        delegate!(self, s => s.list_registrations(scope, group_key, after, limit))
+    }
+    async fn commit_registration(&self, scope: &IdScope, c: RegistrationCommit) -> Result<()> {
+        delegate!(self, s => s.commit_registration(scope, c))
+    }
+    async fn operation(&self, scope: &IdScope, id: &str) -> Result<Option<Operation>> {
+        delegate!(self, s => s.operation(scope, id))
+    }
+    async fn meter(&self, scope: &IdScope, kind: &'static str, n: u64) -> Result<()> {
+        delegate!(self, s => s.meter(scope, kind, n))
+    }
+    async fn operation_counts(&self, scope: &IdScope) -> Result<BTreeMap<String, u64>> {
+        delegate!(self, s => s.operation_counts(scope))
+    }
+}
