@@ -194,18 +194,26 @@ async fn open_store(s: &config::Storage) -> Result<AnyStore> {
     }
 }
 
+/// Prints where the server is and how to reach it. The banner is written in one piece and a
+/// closed stdout (a supervisor that stopped reading) is ignored rather than fatal.
 fn print_banner(cfg: &Config, addr: std::net::SocketAddr, ca: Option<&std::path::Path>, dev: bool) {
+    use std::fmt::Write as _;
     let port = addr.port();
-    println!("dpsd listening on https://{addr} (device and service API)");
+    let mut b = String::new();
+    let _ = writeln!(
+        b,
+        "dpsd listening on https://{addr} (device and service API)"
+    );
     for s in &cfg.scopes {
-        println!(
+        let _ = writeln!(
+            b,
             "  ID scope: {}  service host: {}",
             s.id_scope, s.service_host_name
         );
     }
     if let Some(ca) = ca {
         let abs = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.to_path_buf());
-        println!("  trust root (dev CA): {}", abs.display());
+        let _ = writeln!(b, "  trust root (dev CA): {}", abs.display());
     }
     if dev {
         // Only the development instance prints its generated key, so a new user can connect.
@@ -214,12 +222,16 @@ fn print_banner(cfg: &Config, addr: std::net::SocketAddr, ca: Option<&std::path:
             .first()
             .and_then(|s| s.policies.first().map(|p| (s, p)))
         {
-            println!(
+            let _ = writeln!(
+                b,
                 "  service connection string: HostName={}:{port};SharedAccessKeyName={};SharedAccessKey={}",
                 s.service_host_name, p.name, p.primary_key
             );
         }
     }
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, b.as_bytes());
+    let _ = std::io::Write::flush(&mut out);
 }
 
 /// Installs the SIGINT/SIGTERM handlers now (before the banner tells anyone the server is up)
