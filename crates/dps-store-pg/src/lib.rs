@@ -228,3 +228,28 @@ impl PgStore {
         format!("{}.{name}", self.schema)
     }
 }
+
+impl PgStore {
+    /// Bytes the schema's tables and indexes take on disk (`pg_total_relation_size`).
+    pub async fn disk_bytes(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::BIGINT FROM pg_class c \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r'";
+        let schema = self.schema.to_string();
+        self.retry(|| async {
+            let c = self.pool.get().await?;
+            Ok(c.query_one(sql, &[&schema]).await?.get::<_, i64>(0))
+        })
+        .await
+    }
+
+    /// Drops the schema and everything in it (tests and scale runs clean up with it).
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+        self.retry(|| async {
+            let c = self.pool.get().await?;
+            c.batch_execute(&sql).await?;
+            Ok(())
+        })
+        .await
+    }
+}
