@@ -5,6 +5,9 @@
 //!   or the service API (`/enrollments/…`, `/enrollmentGroups/…`, `/registrations/…`);
 //! - [`http::register`] holds the device messages (`DeviceRegistration`,
 //!   `RegistrationOperationStatus`), [`http::service`] the query, paging and bulk bodies;
+//! - [`mqtt::decode`] and [`mqtt::Packet`] are the MQTT 3.1.1 codec (sans-I/O, `Ok(None)` until a
+//!   whole packet is buffered); [`mqtt::topic`] and [`mqtt::username`] hold the `$dps/registrations`
+//!   topic grammar and the CONNECT user name;
 //! - [`api_version`] lists the accepted `api-version`s;
 //! - [`error::WireError`] is the single mapping from a domain [`dps_types::Rejection`] to an HTTP
 //!   status, a six-digit `errorCode` and Azure's error body.
@@ -21,5 +24,6 @@
 pub mod api_version;
 pub mod error;
 pub mod http;
+pub mod mqtt;
 
 pub use error::{ErrorBody, WireError};

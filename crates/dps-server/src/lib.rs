@@ -24,6 +24,7 @@
 //! ```
 
 mod http;
+pub mod mqtt;
 pub mod tls;
 
 use std::future::Future;
@@ -40,6 +41,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use http::router;
+pub use mqtt::serve_mqtt;
 
 /// How long a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

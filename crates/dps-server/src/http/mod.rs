@@ -3,6 +3,7 @@
 
 mod device;
 mod service;
+mod ws;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -143,6 +144,9 @@ async fn handle<S: Store, H: HubRegistry>(
     State(svc): State<Service<S, H>>,
     req: Request,
 ) -> Response {
+    if ws::is_mqtt_upgrade(&req) {
+        return ws::upgrade(svc, req).await;
+    }
     let tracking_id = uuid::Uuid::new_v4().to_string();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
