@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p dps-benches --bin scale -- --backend memory --count 1000000
+//! cargo run --release -p dps-benches --bin scale -- --backend embedded --count 1000000
 //! cargo run --release -p dps-benches --bin scale -- --backend postgres \
 //!     --database-url postgres://postgres@127.0.0.1:5432/postgres --count 1000000
 //! ```
@@ -25,7 +26,7 @@ use dps_types::{
 
 #[derive(Parser)]
 struct Args {
-    /// memory | postgres
+    /// memory | embedded | postgres
     #[arg(long, default_value = "memory")]
     backend: String,
     /// Enrollments and registration records to insert (each).
@@ -202,6 +203,19 @@ async fn main() -> Result<()> {
                 rss / (1 << 20),
                 (rss.saturating_sub(rss0)) as f64 / args.count as f64
             );
+        }
+        "embedded" => {
+            let dir = std::env::temp_dir().join(format!("dps-scale-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join("dps.redb");
+            let s = dps_store_redb::RedbStore::open(&path)?;
+            insert(&s, &scope, &args, "enrollments", false).await?;
+            insert(&s, &scope, &args, "registration records", true).await?;
+            lookups(&s, &scope, &args).await?;
+            println!("on disk: {} MiB", std::fs::metadata(&path)?.len() / (1 << 20));
+            println!("resident memory of this process: {} MiB", rss_bytes() / (1 << 20));
+            drop(s);
+            std::fs::remove_dir_all(&dir)?;
         }
         "postgres" => {
             let url = args

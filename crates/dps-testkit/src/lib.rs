@@ -16,6 +16,8 @@
 //! assert_eq!(svc.now().unix_seconds(), 1_800_000_010);
 //! ```
 
+pub mod conformance;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 

@@ -18,13 +18,17 @@ const WIRE: &[time::format_description::BorrowedFormatItem<'static>] =
 impl Timestamp {
     /// Wraps an instant (converted to UTC).
     pub fn new(t: OffsetDateTime) -> Self {
-        Self(t.to_offset(UtcOffset::UTC))
+        // Truncated to the 100 ns the wire form carries, so a timestamp reads back equal after
+        // any store serialises it.
+        let t = t.to_offset(UtcOffset::UTC);
+        let ns = t.nanosecond();
+        Self(t.replace_nanosecond(ns - ns % 100).unwrap_or(t))
     }
-    /// From seconds and nanoseconds since the Unix epoch.
+    /// From nanoseconds since the Unix epoch (truncated to 100 ns).
     pub fn from_unix_nanos(nanos: i128) -> Option<Self> {
         OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .ok()
-            .map(Self)
+            .map(Self::new)
     }
     /// The instant.
     pub fn as_offset(&self) -> OffsetDateTime {
@@ -81,6 +85,13 @@ mod tests {
         assert_eq!(t.to_wire(), "2022-08-31T22:02:50.5163352Z");
         let whole = Timestamp::from_unix_nanos(1_661_983_370_000_000_000).unwrap();
         assert_eq!(whole.to_wire(), "2022-08-31T22:02:50.0000000Z");
+    }
+
+    #[test]
+    fn truncated_to_what_the_wire_carries() {
+        let t = Timestamp::from_unix_nanos(1_661_983_370_516_335_299).unwrap();
+        assert_eq!(t.to_wire(), "2022-08-31T22:02:50.5163352Z");
+        assert_eq!(Timestamp::parse(&t.to_wire()), Some(t));
     }
 
     #[test]

@@ -26,14 +26,18 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
-    /// Device + service REST API (TLS).
+    /// Device + service REST API (TLS), and MQTT over WebSocket.
     pub https: SocketAddr,
+    /// MQTT over TLS (8883 by convention). Without a config file: `127.0.0.1:8883`.
+    #[serde(default)]
+    pub mqtt: Option<SocketAddr>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
         Self {
             https: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            mqtt: None,
         }
     }
 }
@@ -64,7 +68,7 @@ pub struct Storage {
 }
 
 fn default_kind() -> String {
-    "memory".into()
+    "embedded".into()
 }
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./dps-data")

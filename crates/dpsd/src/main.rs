@@ -31,10 +31,13 @@ struct Args {
     /// Overrides `[listen] https`.
     #[arg(long, env = "DPSD_LISTEN_HTTPS")]
     listen_https: Option<std::net::SocketAddr>,
+    /// Overrides `[listen] mqtt` (MQTT over TLS; default 127.0.0.1:8883 without a config file).
+    #[arg(long, env = "DPSD_LISTEN_MQTT")]
+    listen_mqtt: Option<std::net::SocketAddr>,
     /// Overrides `[storage] data_dir`.
     #[arg(long, env = "DPSD_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Overrides `[storage] kind` (`memory` or `postgres`).
+    /// Overrides `[storage] kind` (`embedded`, the default; `memory`; or `postgres`).
     #[arg(long, env = "DPSD_STORAGE_KIND")]
     storage_kind: Option<String>,
     /// Overrides `[storage] url` (PostgreSQL).
@@ -86,6 +89,12 @@ async fn run(args: Args) -> Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
+    if dev {
+        cfg.listen.mqtt = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8883)));
+    }
+    if let Some(a) = args.listen_mqtt {
+        cfg.listen.mqtt = Some(a);
+    }
     if let Some(a) = args.listen_https {
         cfg.listen.https = a;
     }
@@ -98,13 +107,13 @@ async fn run(args: Args) -> Result<()> {
     if let Some(u) = args.database_url {
         cfg.storage.url = Some(u);
     }
-    let store = open_store(&cfg.storage).await?;
     std::fs::create_dir_all(&cfg.storage.data_dir).with_context(|| {
         format!(
             "creating the data directory {}",
             cfg.storage.data_dir.display()
         )
     })?;
+    let store = open_store(&cfg.storage).await?;
     if dev {
         cfg.scopes = vec![config::dev_scope(&cfg.storage.data_dir)?];
     }
@@ -162,10 +171,41 @@ async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.listen.https))?;
     let addr = listener.local_addr()?;
+    let mqtt = match cfg.listen.mqtt {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding {a} (MQTT)"))?;
+            Some(l)
+        }
+        None => None,
+    };
+    let mqtt_addr = mqtt
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
     let shutdown = shutdown_signal()?;
-    print_banner(&cfg, addr, dev_ca.as_deref(), dev);
-    tracing::info!(%addr, scopes = cfg.scopes.len(), storage = %cfg.storage.kind, "dpsd listening");
-    dps_server::serve(listener, tls, svc, shutdown).await?;
+    print_banner(&cfg, addr, mqtt_addr, dev_ca.as_deref(), dev);
+    tracing::info!(%addr, mqtt = ?mqtt_addr, scopes = cfg.scopes.len(), storage = %cfg.storage.kind, "dpsd listening");
+    // One shutdown signal fans out to every listener.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let https = dps_server::serve(listener, tls.clone(), svc.clone(), wait(stopped.clone()));
+    let mqtt_task = async {
+        match mqtt {
+            Some(l) => dps_server::serve_mqtt(l, tls, svc, wait(stopped)).await,
+            None => Ok(()),
+        }
+    };
+    let signal = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let (a, b, ()) = tokio::join!(https, mqtt_task, signal);
+    a?;
+    b?;
     tracing::info!("dpsd stopped");
     Ok(())
 }
@@ -173,6 +213,12 @@ async fn run(args: Args) -> Result<()> {
 async fn open_store(s: &config::Storage) -> Result<AnyStore> {
     match s.kind.as_str() {
         "memory" => Ok(AnyStore::Memory(MemoryStore::new())),
+        "embedded" => {
+            let path = s.data_dir.join("dps.redb");
+            let store = dps_store_redb::RedbStore::open(&path)
+                .with_context(|| format!("opening the embedded store {}", path.display()))?;
+            Ok(AnyStore::Embedded(store))
+        }
         "postgres" => {
             let url = s
                 .url
@@ -190,13 +236,21 @@ async fn open_store(s: &config::Storage) -> Result<AnyStore> {
                 .context("connecting to PostgreSQL")?;
             Ok(AnyStore::Postgres(store))
         }
-        other => bail!("unknown storage kind {other:?} (use \"memory\" or \"postgres\")"),
+        other => {
+            bail!("unknown storage kind {other:?} (use \"embedded\", \"memory\" or \"postgres\")")
+        }
     }
 }
 
 /// Prints where the server is and how to reach it. The banner is written in one piece and a
 /// closed stdout (a supervisor that stopped reading) is ignored rather than fatal.
-fn print_banner(cfg: &Config, addr: std::net::SocketAddr, ca: Option<&std::path::Path>, dev: bool) {
+fn print_banner(
+    cfg: &Config,
+    addr: std::net::SocketAddr,
+    mqtt: Option<std::net::SocketAddr>,
+    ca: Option<&std::path::Path>,
+    dev: bool,
+) {
     use std::fmt::Write as _;
     let port = addr.port();
     let mut b = String::new();
@@ -204,6 +258,12 @@ fn print_banner(cfg: &Config, addr: std::net::SocketAddr, ca: Option<&std::path:
         b,
         "dpsd listening on https://{addr} (device and service API)"
     );
+    if let Some(m) = mqtt {
+        let _ = writeln!(
+            b,
+            "  MQTT (TLS): mqtts://{m}  MQTT over WebSocket: wss://{addr}/$iothub/websocket"
+        );
+    }
     for s in &cfg.scopes {
         let _ = writeln!(
             b,

@@ -8,6 +8,7 @@ use dps_store::{
     DeleteCondition, MemoryStore, Page, RegistrationCommit, Result, Store, WriteCondition,
 };
 use dps_store_pg::PgStore;
+use dps_store_redb::RedbStore;
 use dps_types::{EnrollmentGroup, IdScope, IndividualEnrollment, Operation, RegistrationRecord};
 
 /// One of the supported backends.
@@ -15,6 +16,9 @@ use dps_types::{EnrollmentGroup, IdScope, IndividualEnrollment, Operation, Regis
 pub enum AnyStore {
     /// In memory (`kind = "memory"`): fast, lost on restart.
     Memory(MemoryStore),
+    /// The embedded durable store (`kind = "embedded"`, the default): one file under the data
+    /// directory, one dpsd process.
+    Embedded(RedbStore),
     /// PostgreSQL (`kind = "postgres"`): shared by several dpsd nodes.
     Postgres(PgStore),
 }
@@ -23,6 +27,7 @@ macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             AnyStore::Memory($s) => $call.await,
+            AnyStore::Embedded($s) => $call.await,
             AnyStore::Postgres($s) => $call.await,
         }
     };

@@ -1,8 +1,8 @@
 //! Crash safety: dpsd runs under concurrent registration load, is killed with SIGKILL at a
 //! random moment, and restarted on the same storage; every registration a device saw
 //! acknowledged (`assigned`) must be there, readable, and the group's record listing must hold
-//! them all. Run for each durable backend: PostgreSQL when `DPS_TEST_DATABASE_URL` is set (the
-//! database keeps running; dpsd dies).
+//! them all. Run for each durable backend: the embedded store (dpsd's default), and PostgreSQL
+//! when `DPS_TEST_DATABASE_URL` is set (the database keeps running; dpsd dies).
 //!
 //! `DPS_CRASH_CYCLES` sets how many kill/restart cycles one run does (default 2).
 
@@ -65,6 +65,7 @@ fn start(config: &Path) -> Dpsd {
         .arg("--config")
         .arg(config)
         .env_remove("DPSD_LISTEN_HTTPS")
+        .env_remove("DPSD_LISTEN_MQTT")
         .env_remove("DPSD_DATA_DIR")
         .env_remove("DPSD_STORAGE_KIND")
         .env("DPSD_LOG", "warn")
@@ -218,6 +219,13 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_keeps_every_acknowledged_registration_across_sigkill() {
+    let dir = temp_dir("crash-embedded");
+    run_cycles(&dir, "kind = \"embedded\"").await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ fn start(dir: &Path) -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dpsd"))
         .current_dir(dir)
         .env("DPSD_LISTEN_HTTPS", "127.0.0.1:0")
+        .env("DPSD_LISTEN_MQTT", "127.0.0.1:0")
         .env_remove("DPSD_CONFIG")
         .env_remove("DPSD_DATA_DIR")
         .stdout(Stdio::piped())
@@ -21,8 +22,8 @@ fn start(dir: &Path) -> (Child, Vec<String>) {
         .unwrap();
     let mut lines = Vec::new();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    // The banner has four lines; a dead process ends the read with EOF.
-    for _ in 0..4 {
+    // The banner has five lines; a dead process ends the read with EOF.
+    for _ in 0..5 {
         let mut l = String::new();
         if out.read_line(&mut l).unwrap() == 0 {
             break;
@@ -50,8 +51,34 @@ fn stop(mut child: Child) {
     }
 }
 
-#[test]
-fn dev_instance_starts_prints_its_trust_root_and_keeps_its_identity() {
+async fn enroll_and_register(port: u16, cs_line: &str, ca: &str) {
+    let cs = cs_line.split("service connection string: ").nth(1).unwrap();
+    let cs = cs.replace("localhost:8443", &format!("localhost:{port}"));
+    let admin = dps_client::ServiceClient::from_connection_string(
+        &cs,
+        Some(dps_client::TrustedCa::PemFile(ca.into())),
+    )
+    .unwrap();
+    let e: dps_types::IndividualEnrollment = serde_json::from_value(serde_json::json!({
+        "registrationId": "persisted-1",
+        "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": dps_testkit::DEV1_KEY}}
+    }))
+    .unwrap();
+    admin.create_enrollment(&e).await.unwrap();
+}
+
+fn port_of(banner: &[String]) -> u16 {
+    banner[0]
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_instance_starts_prints_its_trust_root_and_keeps_its_identity() {
     let dir = std::env::temp_dir().join(format!("dpsd-dev-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -60,6 +87,12 @@ fn dev_instance_starts_prints_its_trust_root_and_keeps_its_identity() {
     let text = banner.join("\n");
     assert!(
         banner[0].starts_with("dpsd listening on https://127.0.0.1:"),
+        "{text}"
+    );
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.contains("MQTT (TLS): mqtts://127.0.0.1:")),
         "{text}"
     );
     let scope_line = banner
@@ -103,6 +136,25 @@ fn dev_instance_starts_prints_its_trust_root_and_keeps_its_identity() {
             .mode();
         assert_eq!(mode & 0o077, 0, "the CA key is readable by others");
     }
+    // Data written now must survive the restart (the default store is durable).
+    let port = port_of(&banner);
+    enroll_and_register(port, cs, ca).await;
+    let scope_id = scope_line
+        .split("ID scope: ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut opts = dps_client::RegisterOptions::new(
+        format!("localhost:{port}"),
+        dps_types::IdScope::new(&scope_id).unwrap(),
+        dps_types::RegistrationId::new("persisted-1").unwrap(),
+        dps_client::Credential::SymmetricKey(dps_testkit::DEV1_KEY.to_owned()),
+    );
+    opts.ca = Some(dps_client::TrustedCa::PemFile(ca.into()));
+    let assigned = dps_client::register_https(opts).await.unwrap();
     stop(child);
 
     // A restart keeps the scope, the key and the CA.
@@ -113,6 +165,27 @@ fn dev_instance_starts_prints_its_trust_root_and_keeps_its_identity() {
     let key_part = cs.split(";SharedAccessKeyName=").nth(1).unwrap();
     assert!(again.iter().any(|l| l.ends_with(key_part)), "{again:?}");
     assert_eq!(std::fs::read(ca).unwrap(), ca_before);
+    // ... and the enrollment and the registration record.
+    let cs_again = again
+        .iter()
+        .find(|l| l.contains("service connection string"))
+        .unwrap();
+    let cs2 = cs_again
+        .split("service connection string: ")
+        .nth(1)
+        .unwrap();
+    let admin = dps_client::ServiceClient::from_connection_string(
+        cs2,
+        Some(dps_client::TrustedCa::PemFile(ca.into())),
+    )
+    .unwrap();
+    let rid = dps_types::RegistrationId::new("persisted-1").unwrap();
+    assert!(
+        admin.get_enrollment(&rid).await.is_ok(),
+        "enrollment lost across a restart"
+    );
+    let rec = admin.get_registration(&rid).await.unwrap();
+    assert_eq!(rec.assigned_hub, assigned.state.assigned_hub);
     stop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
