@@ -14,6 +14,7 @@
 //   DPS_HOST            host name the SDKs are given (Host header, SNI, SAS sr)  [localhost]
 //   DPS_CONNECT_HOST    address actually connected to                            [127.0.0.1]
 //   DPS_PORT            TLS port of dpsd's device + service REST API              [18443]
+//   DPS_MQTT_PORT       TLS port of dpsd's MQTT device endpoint                   [8883]
 //   DPS_ID_SCOPE        id scope                                                  [0ne00000001]
 //   DPS_POLICY_NAME     service policy name                                       [provisioningserviceowner]
 //   DPS_POLICY_KEY      service policy key (base64)
@@ -30,6 +31,7 @@ const cfg = {
   host: process.env.DPS_HOST || 'localhost',
   connectHost: process.env.DPS_CONNECT_HOST || '127.0.0.1',
   port: Number(process.env.DPS_PORT || 18443),
+  mqttPort: Number(process.env.DPS_MQTT_PORT || 8883),
   idScope: process.env.DPS_ID_SCOPE || '0ne00000001',
   policyName: process.env.DPS_POLICY_NAME || 'provisioningserviceowner',
   policyKey: process.env.DPS_POLICY_KEY || 'dGVzdC1rZXktc2VydmljZS0wMTIzNDU2Nzg5YWJjZGU=',
@@ -38,6 +40,9 @@ const cfg = {
 };
 if (!Number.isInteger(cfg.port) || cfg.port <= 0 || cfg.port > 65535) {
   throw new Error('DPS_PORT is not a valid port: ' + process.env.DPS_PORT);
+}
+if (!Number.isInteger(cfg.mqttPort) || cfg.mqttPort <= 0 || cfg.mqttPort > 65535) {
+  throw new Error('DPS_MQTT_PORT is not a valid port: ' + process.env.DPS_MQTT_PORT);
 }
 
 // ---------------------------------------------------------------------------
@@ -133,6 +138,30 @@ function registerDevice(registrationId, symmetricKey) {
 }
 
 // ---------------------------------------------------------------------------
+// Device client (MQTT transport, symmetric key)
+// ---------------------------------------------------------------------------
+const DEVICE_MQTT_PKG = 'azure-iot-provisioning-device-mqtt';
+
+/**
+ * A fresh RegistrationClient over MQTT. No shim needed: the MQTT transport builds
+ * 'mqtts://' + provisioningHost and mqtt.js honours a `host:port` there
+ * (sdk-wire-captures.md §1), so the host given is `localhost:MQTT_PORT`; TLS SNI and
+ * certificate verification stay on `localhost`, and /etc/hosts maps it to 127.0.0.1.
+ */
+function createMqttDeviceClient(registrationId, symmetricKey) {
+  const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
+  const { Mqtt } = require(DEVICE_MQTT_PKG);
+  const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
+  const security = new SymmetricKeySecurityClient(registrationId, symmetricKey);
+  return ProvisioningDeviceClient.create(`${cfg.host}:${cfg.mqttPort}`, cfg.idScope, new Mqtt(), security);
+}
+
+/** register() over MQTT as a promise; resolves with the registrationState object. */
+function registerDeviceMqtt(registrationId, symmetricKey) {
+  return createMqttDeviceClient(registrationId, symmetricKey).register();
+}
+
+// ---------------------------------------------------------------------------
 // Keys
 // ---------------------------------------------------------------------------
 
@@ -182,11 +211,20 @@ function checkEqual(actual, expected, what) {
   check(actual === expected, `${what}: expected ${show(expected)}, got ${show(actual)}`);
 }
 
-/** HTTP status of an SDK error (http-base puts the IncomingMessage on err.response). */
+/**
+ * HTTP status of an SDK error: http-base puts the IncomingMessage on err.response; the MQTT
+ * transport puts {topic, payload} on err.transportObject, the status being the topic's
+ * `$dps/registrations/res/{status}/`.
+ */
 function errStatus(err) {
   if (!err) return undefined;
   if (err.response && typeof err.response.statusCode === 'number') return err.response.statusCode;
-  if (err.transportObject && typeof err.transportObject.statusCode === 'number') return err.transportObject.statusCode;
+  const t = err.transportObject;
+  if (t && typeof t.statusCode === 'number') return t.statusCode;
+  if (t && typeof t.topic === 'string') {
+    const m = t.topic.match(/^\$dps\/registrations\/res\/(\d+)\//);
+    if (m) return Number(m[1]);
+  }
   return undefined;
 }
 
@@ -206,6 +244,7 @@ function describeErr(err) {
   const parts = [dupMsg ? (err.name || 'Error') : `${err.name || 'Error'}: ${err.message}`];
   const st = errStatus(err);
   if (st !== undefined) parts.push(`HTTP ${st}`);
+  if (err.transportObject && typeof err.transportObject.topic === 'string') parts.push('topic ' + err.transportObject.topic);
   if (body !== undefined && body !== '') parts.push('body ' + (typeof body === 'string' ? body : JSON.stringify(body)));
   if (err.code) parts.push('code ' + err.code);
   return parts.join(' | ');
@@ -245,6 +284,9 @@ async function must(promise, what) {
   }
 }
 
+/** Longest a step may take unless it says otherwise (`opts.timeoutMs`). */
+const STEP_TIMEOUT_MS = 60000;
+
 /** Tiny step runner: named steps, per-step PASS/FAIL lines, exit code at the end. */
 function createRunner(scriptName) {
   const results = [];
@@ -258,8 +300,14 @@ function createRunner(scriptName) {
       return undefined;
     }
     const s = Date.now();
+    // A step whose SDK call never settles fails on its own instead of stalling the script.
+    const limitMs = opts.timeoutMs || STEP_TIMEOUT_MS;
+    let timer;
+    const expired = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new CheckError(`no result within ${limitMs} ms (the SDK call never settled)`)), limitMs);
+    });
     try {
-      const v = await fn();
+      const v = await Promise.race([fn(), expired]);
       results.push({ name, ok: true });
       console.log(`  PASS ${name} (${Date.now() - s} ms)`);
       return v;
@@ -269,6 +317,8 @@ function createRunner(scriptName) {
       console.log(`  FAIL ${name} (${Date.now() - s} ms)\n      ${msg}`);
       if (opts.critical) aborted = true;
       return undefined;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -282,7 +332,10 @@ function createRunner(scriptName) {
     }
   }
 
+  let finished = false;
+
   function finish() {
+    finished = true;
     destroyAgents();
     const failed = results.filter((r) => !r.ok);
     const skipped = failed.filter((r) => r.skipped).length;
@@ -295,18 +348,27 @@ function createRunner(scriptName) {
     process.exitCode = failed.length ? 1 : 0;
   }
 
-  return { step, cleanup, finish };
+  return { step, cleanup, finish, isFinished: () => finished };
 }
 
 /** Standard script entry: print context, run main(runner), always finish. */
 function main(scriptName, body) {
   const runner = createRunner(scriptName);
-  console.log(`${scriptName}: dps host ${cfg.host} via ${cfg.connectHost}:${cfg.port}, id scope ${cfg.idScope}, ` +
-    `SDKs: device ${sdkVersion('azure-iot-provisioning-device')}, device-http ${sdkVersion(DEVICE_HTTP_PKG)}, ` +
+  console.log(`${scriptName}: dps host ${cfg.host} via ${cfg.connectHost}:${cfg.port} (mqtt ${cfg.host}:${cfg.mqttPort}), ` +
+    `id scope ${cfg.idScope}, SDKs: device ${sdkVersion('azure-iot-provisioning-device')}, ` +
+    `device-http ${sdkVersion(DEVICE_HTTP_PKG)}, device-mqtt ${sdkVersion(DEVICE_MQTT_PKG)}, ` +
     `symmetric-key ${sdkVersion('azure-iot-security-symmetric-key')}, service ${sdkVersion(SERVICE_PKG)}`);
   if (!process.env.NODE_EXTRA_CA_CERTS) {
     console.log(`${scriptName}: warning: NODE_EXTRA_CA_CERTS is not set; TLS verification will fail against a dev CA`);
   }
+  // An SDK call whose promise never settles lets the event loop run dry and Node exit with
+  // status 0 half-way through the script: that is a failure, not a pass.
+  process.on('exit', () => {
+    if (!runner.isFinished()) {
+      console.log(`${scriptName}: exited before the script finished (a step's promise never settled)`);
+      process.exitCode = 1;
+    }
+  });
   process.on('unhandledRejection', (err) => {
     console.log(`${scriptName}: unhandled rejection: ${describeErr(err)}`);
     process.exitCode = 1;
@@ -331,6 +393,8 @@ module.exports = {
   createServiceClient,
   createDeviceClient,
   registerDevice,
+  createMqttDeviceClient,
+  registerDeviceMqtt,
   deriveDeviceKey,
   randomKey,
   randomSuffix,

@@ -4,9 +4,10 @@
 #   bash interop/run.sh DPSD_BINARY [SCRIPT.js ...]
 #
 # Starts DPSD_BINARY with a throw-away config (memory storage, dev CA, one id
-# scope with two hubs, listening on 127.0.0.1 only), runs each interop script
-# (default: service-crud.js device-http.js) with NODE_EXTRA_CA_CERTS pointing at
-# dpsd's dev CA, checks that dpsd stops cleanly on SIGTERM, and ends with
+# scope with two hubs, HTTPS and MQTT listening on 127.0.0.1 only), runs each
+# interop script (default: service-crud.js device-http.js device-mqtt.js) with
+# NODE_EXTRA_CA_CERTS pointing at dpsd's dev CA, checks that dpsd stops cleanly
+# on SIGTERM, and ends with
 #
 #   interop: N passed, M failed
 #
@@ -14,6 +15,7 @@
 #
 # Environment:
 #   DPS_INTEROP_PORT            TLS port for dpsd (default: first free port from 18443)
+#   DPS_INTEROP_MQTT_PORT       MQTT (TLS) port for dpsd (default: first free port from 18883)
 #   DPS_INTEROP_SCRIPT_TIMEOUT  seconds per script (default 120)
 #   DPS_INTEROP_START_TIMEOUT   seconds to wait for dpsd to listen (default 30)
 #   DPS_INTEROP_KEEP=1          keep the temp dir (config, data, dpsd log)
@@ -23,7 +25,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 
@@ -38,7 +40,7 @@ fi
 if [[ $# -gt 0 ]]; then
   scripts=("$@")
 else
-  scripts=(service-crud.js device-http.js)
+  scripts=(service-crud.js device-http.js device-mqtt.js)
 fi
 for s in "${scripts[@]}"; do
   if [[ ! -f "$here/$s" ]]; then
@@ -186,6 +188,27 @@ else
   done
 fi
 
+if [[ -n "${DPS_INTEROP_MQTT_PORT:-}" ]]; then
+  mqtt_port="$DPS_INTEROP_MQTT_PORT"
+  if ! [[ "$mqtt_port" =~ ^[0-9]+$ ]] || ((mqtt_port < 1 || mqtt_port > 65535)) || ((mqtt_port == port)); then
+    echo "interop: DPS_INTEROP_MQTT_PORT is not a free port number other than $port: $mqtt_port" >&2
+    exit 2
+  fi
+  if port_open "$mqtt_port"; then
+    echo "interop: 127.0.0.1:$mqtt_port is already in use (DPS_INTEROP_MQTT_PORT); refusing to test whatever listens there" >&2
+    exit 2
+  fi
+else
+  mqtt_port=18883
+  while port_open "$mqtt_port" || ((mqtt_port == port)); do
+    mqtt_port=$((mqtt_port + 1))
+    if ((mqtt_port > 18982)); then
+      echo "interop: no free port in 18883-18982" >&2
+      exit 2
+    fi
+  done
+fi
+
 # ---------------------------------------------------------------------------
 # npm dependencies (official SDKs, pinned in package-lock.json)
 # ---------------------------------------------------------------------------
@@ -213,6 +236,7 @@ hubs="hub-a.example.net,hub-b.example.net"
 cat >"$config" <<EOF
 [listen]
 https = "127.0.0.1:${port}"
+mqtt = "127.0.0.1:${mqtt_port}"
 
 [storage]
 kind = "memory"
@@ -237,7 +261,7 @@ primary_key = "${policy_key}"
 rights = ["ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"]
 EOF
 
-echo "interop: starting $dpsd --config $config (127.0.0.1:$port)"
+echo "interop: starting $dpsd --config $config (https 127.0.0.1:$port, mqtt 127.0.0.1:$mqtt_port)"
 RUST_LOG="${RUST_LOG:-info}" "$dpsd" --config "$config" >"$log" 2>&1 </dev/null &
 dpsd_pid=$!
 
@@ -252,12 +276,12 @@ while :; do
     why="dpsd exited with status $st before listening"
     break
   fi
-  if port_open "$port"; then
+  if port_open "$port" && port_open "$mqtt_port"; then
     ready=1
     break
   fi
   if ((SECONDS >= deadline)); then
-    why="dpsd did not accept TCP connections on 127.0.0.1:$port within ${start_timeout} s"
+    why="dpsd did not accept TCP connections on 127.0.0.1:$port and 127.0.0.1:$mqtt_port within ${start_timeout} s"
     break
   fi
   sleep 0.2
@@ -276,7 +300,7 @@ if ((!ready)); then
   summary
   exit 1
 fi
-echo "interop: dpsd (pid $dpsd_pid) is listening on 127.0.0.1:$port; dev CA $ca"
+echo "interop: dpsd (pid $dpsd_pid) is listening on 127.0.0.1:$port (https) and 127.0.0.1:$mqtt_port (mqtt); dev CA $ca"
 
 # ---------------------------------------------------------------------------
 # scripts
@@ -284,6 +308,7 @@ echo "interop: dpsd (pid $dpsd_pid) is listening on 127.0.0.1:$port; dev CA $ca"
 export DPS_HOST=localhost
 export DPS_CONNECT_HOST=127.0.0.1
 export DPS_PORT="$port"
+export DPS_MQTT_PORT="$mqtt_port"
 export DPS_ID_SCOPE="$id_scope"
 export DPS_POLICY_NAME="$policy_name"
 export DPS_POLICY_KEY="$policy_key"

@@ -4,15 +4,17 @@ use crate::error::Error;
 
 /// A service endpoint: `host[:port]`, no scheme, no path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(not(feature = "https"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "https", feature = "mqtt")), allow(dead_code))]
 pub(crate) struct Endpoint {
     /// `host[:port]` as given: the URL authority.
     authority: String,
     /// The host without the port (brackets kept for IPv6): the service SAS audience.
     host: String,
+    /// The port, when given.
+    port: Option<u16>,
 }
 
-#[cfg_attr(not(feature = "https"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "https", feature = "mqtt")), allow(dead_code))]
 impl Endpoint {
     pub(crate) fn parse(s: &str) -> Result<Self, Error> {
         let bad = |reason| Error::InvalidEndpoint {
@@ -57,24 +59,31 @@ impl Endpoint {
         if host.is_empty() {
             return Err(bad("the host name is empty"));
         }
-        if let Some(p) = port {
-            match p.parse::<u16>() {
-                Ok(n) if n != 0 => {}
-                _ => return Err(bad("the port must be a number from 1 to 65535")),
-            }
-        }
+        let port = match port.map(str::parse::<u16>) {
+            None => None,
+            Some(Ok(n)) if n != 0 => Some(n),
+            Some(_) => return Err(bad("the port must be a number from 1 to 65535")),
+        };
         Ok(Self {
             authority: s.to_owned(),
             host: host.to_owned(),
+            port,
         })
     }
 
+    #[cfg_attr(not(feature = "https"), allow(dead_code))]
     pub(crate) fn authority(&self) -> &str {
         &self.authority
     }
 
     pub(crate) fn host(&self) -> &str {
         &self.host
+    }
+
+    /// The port as given, if any.
+    #[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
+    pub(crate) fn port(&self) -> Option<u16> {
+        self.port
     }
 }
 
@@ -87,10 +96,13 @@ mod tests {
     fn endpoints() {
         let e = Endpoint::parse("localhost:8443").unwrap();
         assert_eq!((e.authority(), e.host()), ("localhost:8443", "localhost"));
+        assert_eq!(e.port(), Some(8443));
         let e = Endpoint::parse("global.azure-devices-provisioning.net").unwrap();
         assert_eq!(e.host(), "global.azure-devices-provisioning.net");
+        assert_eq!(e.port(), None);
         let e = Endpoint::parse("[::1]:8443").unwrap();
         assert_eq!((e.authority(), e.host()), ("[::1]:8443", "[::1]"));
+        assert_eq!(e.port(), Some(8443));
         assert_eq!(Endpoint::parse("[::1]").unwrap().host(), "[::1]");
         for bad in [
             "",

@@ -1,20 +1,15 @@
-//! HTTPS plumbing shared by the device and service clients: endpoints, trusted CAs, request
-//! values that tests can inspect, and one reqwest-backed sender that classifies failures.
+//! HTTPS plumbing shared by the device and service clients: request values that tests can
+//! inspect, and one reqwest-backed sender that classifies failures.
 
-use std::fmt;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
+use crate::USER_AGENT;
 use crate::endpoint::Endpoint;
-use crate::error::{AzureErrorBody, BoxError, Error};
+use crate::error::{AzureErrorBody, Error};
+use crate::tls::{TrustedCa, certificate_error};
 
-/// `User-Agent` of every request.
-pub(crate) const USER_AGENT: &str = concat!("dps-client/", env!("CARGO_PKG_VERSION"));
 /// `Content-Type` of every request with a body, as the Azure SDKs send it.
 pub(crate) const JSON: &str = "application/json; charset=utf-8";
 
@@ -32,78 +27,6 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// Percent-encodes one path segment.
 pub(crate) fn segment(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
-}
-
-/// CA certificates to trust instead of the platform's roots, for servers with a private CA
-/// such as dpsd's self-signed dev CA (`<data_dir>/dev-ca.pem`). Like `curl --cacert`: when
-/// given, only these roots are trusted.
-#[derive(Clone, PartialEq, Eq)]
-pub enum TrustedCa {
-    /// A PEM file holding one or more `CERTIFICATE` blocks.
-    PemFile(PathBuf),
-    /// PEM text holding one or more `CERTIFICATE` blocks.
-    Pem(Vec<u8>),
-}
-
-impl fmt::Debug for TrustedCa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::PemFile(p) => f.debug_tuple("PemFile").field(p).finish(),
-            Self::Pem(b) => write!(f, "Pem(<{} bytes>)", b.len()),
-        }
-    }
-}
-
-impl TrustedCa {
-    fn origin(&self) -> String {
-        match self {
-            Self::PemFile(p) => p.display().to_string(),
-            Self::Pem(_) => "memory".into(),
-        }
-    }
-
-    /// Reads and parses the certificates.
-    fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, Error> {
-        let ca_error = |source: BoxError| Error::Ca {
-            origin: self.origin(),
-            source,
-        };
-        let file;
-        let pem: &[u8] = match self {
-            Self::PemFile(path) => {
-                file = std::fs::read(path).map_err(|e| ca_error(e.into()))?;
-                &file
-            }
-            Self::Pem(bytes) => bytes,
-        };
-        let certs = CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ca_error(e.into()))?;
-        if certs.is_empty() {
-            return Err(ca_error("no PEM CERTIFICATE block found".into()));
-        }
-        Ok(certs)
-    }
-
-    fn client_config(&self) -> Result<rustls::ClientConfig, Error> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in self.certificates()? {
-            roots.add(cert).map_err(|e| Error::Ca {
-                origin: self.origin(),
-                source: e.into(),
-            })?;
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Ca {
-                origin: self.origin(),
-                source: e.into(),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(config)
-    }
 }
 
 /// An HTTP request as a plain value, so tests can check it byte for byte.
@@ -224,28 +147,6 @@ impl Transport {
     }
 }
 
-/// The rustls error, when somewhere in the chain rustls refused the server's certificate.
-fn certificate_error(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
-    let mut next = Some(e);
-    while let Some(err) = next {
-        if let Some(tls @ rustls::Error::InvalidCertificate(_)) =
-            err.downcast_ref::<rustls::Error>()
-        {
-            return Some(tls.clone());
-        }
-        // `io::Error::source` skips the error it wraps (and reqwest nests io errors), so step
-        // into the wrapped error instead.
-        next = match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => err.source(),
-        };
-    }
-    None
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -256,24 +157,5 @@ mod tests {
         assert_eq!(segment("dev-1.a_b~c"), "dev-1.a_b~c");
         assert_eq!(segment("a:b/c?d#e f%"), "a%3Ab%2Fc%3Fd%23e%20f%25");
         assert_eq!(segment("é"), "%C3%A9");
-    }
-
-    #[test]
-    fn trusted_ca_errors() {
-        let err = TrustedCa::Pem(b"not pem".to_vec())
-            .certificates()
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "cannot load the CA certificate from memory"
-        );
-        let err = TrustedCa::PemFile("/nonexistent/dev-ca.pem".into())
-            .certificates()
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "cannot load the CA certificate from /nonexistent/dev-ca.pem"
-        );
-        assert!(format!("{:?}", TrustedCa::Pem(vec![1, 2, 3])).contains("3 bytes"));
     }
 }

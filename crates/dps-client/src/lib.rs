@@ -11,6 +11,10 @@
 //! * [`device::https`] (feature `https`, on by default): [`register_https`], the tokio +
 //!   reqwest driver, sending exactly what the official SDKs send (SAS-authenticated `PUT …/register`
 //!   then `GET …/operations/{id}`).
+//! * [`device::mqtt`]: the same flow over MQTT 3.1.1 — [`device::mqtt::Connection`], one
+//!   connection as a sans-I/O state machine over `dps_proto`'s codec, and (feature `mqtt`, on by
+//!   default) [`register_mqtt`], its tokio + rustls driver on port 8883. [`register`] picks the
+//!   transport named by [`RegisterOptions::transport`].
 //! * [`service`]: the [`ConnectionString`] parser and (feature `https`) [`ServiceClient`] for
 //!   individual enrollments, enrollment groups, registration records, bulk operations and
 //!   dps-rs's `/metering/operations`.
@@ -21,12 +25,13 @@
 //!
 //! No server logic (that is dps-core / dps-service), no SAS cryptography of its own (tokens
 //! come from `dps-attest`), no JSON models of its own (records are `dps-types`, device
-//! messages `dps-proto`), no logging setup or global state. X.509 and TPM attestation and the
-//! MQTT/AMQP transports are not implemented yet.
+//! messages `dps-proto`, MQTT packets `dps_proto::mqtt`), no logging setup or global state.
+//! X.509 and TPM attestation, MQTT over WebSocket and AMQP are not implemented yet.
 //!
 //! # Where to start
 //!
-//! A device: [`RegisterOptions::new`] then [`register_https`]. An operator:
+//! A device: [`RegisterOptions::new`] then [`register`] (HTTPS by default; set
+//! [`RegisterOptions::transport`] to [`Transport::Mqtt`] for MQTT). An operator:
 //! [`ServiceClient::from_connection_string`]. A new transport: [`RegistrationFlow`].
 //!
 //! ```no_run
@@ -69,14 +74,23 @@ mod error;
 #[cfg(feature = "https")]
 mod http;
 pub mod service;
+#[cfg(any(feature = "https", feature = "mqtt"))]
+mod tls;
 
 #[cfg(feature = "https")]
-pub use device::{Credential, RegisterOptions, register_https};
+pub use device::register_https;
+#[cfg(feature = "mqtt")]
+pub use device::register_mqtt;
+#[cfg(any(feature = "https", feature = "mqtt"))]
+pub use device::{Credential, RegisterOptions, Transport, register};
 pub use device::{FlowConfig, FlowError, RegistrationFlow};
 pub use dps_proto::http::DeviceRegistrationResult;
 pub use error::Error;
 #[cfg(feature = "https")]
-pub use http::TrustedCa;
-#[cfg(feature = "https")]
 pub use service::ServiceClient;
 pub use service::{ConnectionString, ConnectionStringError};
+#[cfg(any(feature = "https", feature = "mqtt"))]
+pub use tls::TrustedCa;
+
+/// `User-Agent` of every HTTPS request and `ClientVersion` of the MQTT user name.
+pub(crate) const USER_AGENT: &str = concat!("dps-client/", env!("CARGO_PKG_VERSION"));

@@ -48,7 +48,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Register a device with a symmetric key and print its assignment
+    /// Register a device with a symmetric key (over HTTPS or MQTT) and print its assignment
     Register(RegisterArgs),
     /// Manage individual enrollments
     #[command(subcommand)]

@@ -2,8 +2,9 @@
 //! the operation until it is `assigned` (or fails), retrying throttling and server errors.
 //!
 //! [`RegistrationFlow`] never touches a socket or a clock. A driver (such as
-//! [`register_https`](super::https::register_https), or an MQTT transport) feeds it time and
-//! responses and carries out the requests it asks for. The calling order is:
+//! [`register_https`](super::https::register_https), or the MQTT
+//! [`Connection`](super::mqtt::Connection)) feeds it time and responses and carries out the
+//! requests it asks for. The calling order is:
 //!
 //! 1. [`poll_outcome`](RegistrationFlow::poll_outcome): if it returns `Some`, the flow is over.
 //! 2. [`poll_transmit`](RegistrationFlow::poll_transmit)`(now)`: if it returns a [`Request`],

@@ -16,7 +16,8 @@ use serde_json::Value;
 use super::ConnectionString;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::http::{HttpRequest, HttpResponse, JSON, Transport, TrustedCa, segment};
+use crate::http::{HttpRequest, HttpResponse, JSON, Transport, segment};
+use crate::tls::TrustedCa;
 
 /// The service API version sent by default.
 pub const DEFAULT_SERVICE_API_VERSION: &str = "2021-10-01";

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-pub use session::{CONNECT_TIMEOUT, MAX_IDLE, MAX_UNKNOWN_TOPICS, WRITE_TIMEOUT};
+pub use session::{CONNECT_TIMEOUT, MAX_IDLE, MAX_UNKNOWN_TOPICS, REFUSED_LINGER, WRITE_TIMEOUT};
 
 use crate::{DRAIN_TIMEOUT, HANDSHAKE_TIMEOUT};
 

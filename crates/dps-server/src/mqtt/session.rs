@@ -5,7 +5,8 @@
 //! anything else; SUBACK in the order SUBSCRIBEs arrive; for a QoS 1 request its PUBACK before
 //! its response; responses at QoS 1 on `$dps/registrations/res/{status}/?$rid=…`. Credentials
 //! are checked when the device registers, not at CONNECT: a bad token gets its 401 on the
-//! response topic, then the connection closes.
+//! response topic, then the connection closes once the client has left (UNSUBSCRIBE answered,
+//! DISCONNECT) or after [`REFUSED_LINGER`].
 //!
 //! Bounds: the first packet must arrive within [`CONNECT_TIMEOUT`]; afterwards the connection
 //! closes after 1.5 × keep-alive of silence (or [`MAX_IDLE`] with keep-alive 0); packets are
@@ -37,6 +38,9 @@ pub const MAX_IDLE: Duration = Duration::from_secs(300);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests to unknown topics tolerated before the connection is closed.
 pub const MAX_UNKNOWN_TOPICS: u32 = 8;
+/// After a 401, how long the client gets to leave on its own (UNSUBSCRIBE, DISCONNECT) before
+/// the connection is closed.
+pub const REFUSED_LINGER: Duration = Duration::from_secs(5);
 
 /// Why a session ended (for the debug log).
 #[derive(Debug)]
@@ -179,7 +183,9 @@ pub(crate) async fn run<S: Store, H: HubRegistry, IO: AsyncRead + AsyncWrite + U
                     Ok(req) => match request(&mut c, svc, &device, req, &p.payload).await {
                         Ok(true) => Ok(()),
                         Ok(false) => {
-                            let _ = c.flush().await;
+                            if c.flush().await.is_ok() {
+                                linger(&mut c).await;
+                            }
                             return End::Refused;
                         }
                         Err(e) => Err(e),
@@ -204,6 +210,28 @@ pub(crate) async fn run<S: Store, H: HubRegistry, IO: AsyncRead + AsyncWrite + U
         }
         if let Err(e) = c.flush().await {
             return e;
+        }
+    }
+}
+
+/// After a refusal: answer the client's teardown for at most [`REFUSED_LINGER`], then let the
+/// caller close. The Node SDK unsubscribes before it disconnects, and mqtt.js never completes
+/// its `end()` (so `register()` never settles) if the connection closes with the UNSUBSCRIBE
+/// unanswered; Python and .NET just DISCONNECT. Anything else ends the wait.
+async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<IO>) {
+    let deadline = tokio::time::Instant::now() + REFUSED_LINGER;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let reply = match c.read(left).await {
+            Ok(Packet::Unsubscribe(u)) => Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+            }),
+            Ok(Packet::PingReq) => Packet::PingResp,
+            Ok(Packet::PubAck(_)) => continue,
+            _ => return,
+        };
+        if c.queue(&reply).is_err() || c.flush().await.is_err() {
+            return;
         }
     }
 }

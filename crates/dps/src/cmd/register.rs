@@ -1,9 +1,9 @@
-//! `dps register`: provision a device the way it would from the field, over HTTPS with a SAS
-//! token made from its own key or from its enrollment group's key.
+//! `dps register`: provision a device the way it would from the field, over HTTPS or MQTT with
+//! a SAS token made from its own key or from its enrollment group's key.
 
 use anyhow::{Context as _, Result, bail};
-use clap::Args;
-use dps_client::{Credential, RegisterOptions, TrustedCa, register_https};
+use clap::{Args, ValueEnum};
+use dps_client::{Credential, RegisterOptions, Transport, TrustedCa, register};
 use dps_types::IdScope;
 
 use super::{parse_json, registration_id};
@@ -11,9 +11,12 @@ use crate::output::Output;
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
-    /// Device endpoint, e.g. localhost:8443 (port 443 when omitted)
+    /// Device endpoint, e.g. localhost:8443 (port 443 for https, 8883 for mqtt when omitted)
     #[arg(long, value_name = "HOST[:PORT]")]
     host: String,
+    /// Protocol to register over
+    #[arg(long, value_enum, default_value_t = TransportArg::Https)]
+    transport: TransportArg,
     /// ID scope of the DPS instance
     #[arg(long)]
     scope: String,
@@ -25,6 +28,24 @@ pub struct RegisterArgs {
     /// Custom allocation payload (JSON), e.g. '{"modelId":"dtmi:…"}'
     #[arg(long, value_name = "JSON")]
     payload: Option<String>,
+}
+
+/// `--transport`: the command line's names for [`Transport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    /// HTTPS (PUT …/register, GET …/operations/{id})
+    Https,
+    /// MQTT 3.1.1 over TLS ($dps/registrations/… topics)
+    Mqtt,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Https => Self::Https,
+            TransportArg::Mqtt => Self::Mqtt,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -49,13 +70,14 @@ pub async fn run(args: RegisterArgs, ca: Option<TrustedCa>, out: Output) -> Resu
         (None, None) => bail!("pass --key or --group-key"),
     };
     let mut opts = RegisterOptions::new(args.host, scope, rid.clone(), credential);
+    opts.transport = args.transport.into();
     opts.ca = ca;
     opts.payload = args
         .payload
         .as_deref()
         .map(|p| parse_json("--payload", p))
         .transpose()?;
-    let result = register_https(opts)
+    let result = register(opts)
         .await
         .with_context(|| format!("cannot register {rid}"))?;
     out.registered(&result)
@@ -68,6 +90,7 @@ mod tests {
 
     use clap::Parser as _;
 
+    use super::{Transport, TransportArg};
     use crate::{Cli, Command};
 
     const KEY: &str = "dGVzdC1rZXktZGV2LTEtMDEyMzQ1Njc4OWFiY2RlZg==";
@@ -97,5 +120,44 @@ mod tests {
             panic!("not register");
         };
         assert_eq!(args.key.group_key.as_deref(), Some(KEY));
+        assert_eq!(args.transport, TransportArg::Https, "https by default");
+    }
+
+    #[test]
+    fn register_over_mqtt() {
+        let cli = Cli::try_parse_from([
+            "dps",
+            "register",
+            "--host",
+            "localhost",
+            "--scope",
+            "0ne00000001",
+            "--registration-id",
+            "dev-1",
+            "--key",
+            KEY,
+            "--transport",
+            "mqtt",
+        ])
+        .unwrap();
+        let Command::Register(args) = cli.command else {
+            panic!("not register");
+        };
+        assert_eq!(Transport::from(args.transport), Transport::Mqtt);
+        let bad = Cli::try_parse_from([
+            "dps",
+            "register",
+            "--host",
+            "localhost",
+            "--scope",
+            "0ne00000001",
+            "--registration-id",
+            "dev-1",
+            "--key",
+            KEY,
+            "--transport",
+            "amqp",
+        ]);
+        assert!(bad.is_err());
     }
 }
