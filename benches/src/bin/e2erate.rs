@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use dps_client::{Credential, FlowConfig, RegisterOptions, TrustedCa, Transport, register};
+use dps_client::{Credential, FlowConfig, RegisterOptions, Transport, TrustedCa, register};
 use dps_connect::InProcessHubRegistry;
 use dps_service::{Service, ServiceOptions};
 use dps_store::MemoryStore;
@@ -60,7 +60,10 @@ async fn run(transport: Transport, name: &str, port: u16, ca: &str, args: &Args)
                 flow.min_retry_after = Duration::ZERO;
                 o.flow = flow;
                 let r = register(o).await?;
-                anyhow::ensure!(r.state.status == RegistrationStatus::Assigned, "{rid} not assigned");
+                anyhow::ensure!(
+                    r.state.status == RegistrationStatus::Assigned,
+                    "{rid} not assigned"
+                );
             }
             Ok::<_, anyhow::Error>(())
         }));
@@ -79,17 +82,35 @@ async fn main() -> Result<()> {
     let (ca, chain, key) = pki()?;
     let svc = Service::builder(MemoryStore::new(), InProcessHubRegistry::default())
         .scope(fixture_scope(SCOPE, SERVICE_HOST))
-        .options(ServiceOptions { retry_after_secs: 0, ..ServiceOptions::default() })
+        .options(ServiceOptions {
+            retry_after_secs: 0,
+            ..ServiceOptions::default()
+        })
         .build();
     let group = serde_json::json!({"attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": GROUP_KEY}}});
-    svc.admin_for_scope(SCOPE)?.put::<EnrollmentGroup>("e2e", group, None).await?;
+    svc.admin_for_scope(SCOPE)?
+        .put::<EnrollmentGroup>("e2e", group, None)
+        .await?;
     let tls = dps_server::tls::server_config(chain.as_bytes(), key.as_bytes())?;
     let https = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let (hp, mp) = (https.local_addr()?.port(), mqtt.local_addr()?.port());
-    tokio::spawn(dps_server::serve(https, tls.clone(), svc.clone(), std::future::pending()));
-    tokio::spawn(dps_server::serve_mqtt(mqtt, tls, svc, std::future::pending()));
-    println!("{} registrations per transport, {} concurrent devices, one process:", args.count, args.concurrency);
+    tokio::spawn(dps_server::serve(
+        https,
+        tls.clone(),
+        svc.clone(),
+        std::future::pending(),
+    ));
+    tokio::spawn(dps_server::serve_mqtt(
+        mqtt,
+        tls,
+        svc,
+        std::future::pending(),
+    ));
+    println!(
+        "{} registrations per transport, {} concurrent devices, one process:",
+        args.count, args.concurrency
+    );
     let h = run(Transport::Https, "https", hp, &ca, &args).await?;
     let m = run(Transport::Mqtt, "mqtt", mp, &ca, &args).await?;
     println!("mqtt / https = {:.2}", m / h);

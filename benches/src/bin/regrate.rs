@@ -16,7 +16,9 @@ use clap::Parser;
 use dps_connect::InProcessHubRegistry;
 use dps_service::{DeviceCredential, RegisterRequest, Service};
 use dps_store::{MemoryStore, Store};
-use dps_testkit::{FakeClock, GROUP_KEY, SCOPE, SERVICE_HOST, SeqEntropy, fixture_scope, group_device_token};
+use dps_testkit::{
+    FakeClock, GROUP_KEY, SCOPE, SERVICE_HOST, SeqEntropy, fixture_scope, group_device_token,
+};
 use dps_types::{EnrollmentGroup, RegistrationStatus};
 
 #[derive(Parser)]
@@ -41,7 +43,9 @@ async fn rate<S: Store + Clone>(name: &str, store: S, args: &Args) -> Result<f64
     let group: serde_json::Value = serde_json::json!({
         "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": GROUP_KEY}}
     });
-    svc.admin_for_scope(SCOPE)?.put::<EnrollmentGroup>("rate-group", group, None).await?;
+    svc.admin_for_scope(SCOPE)?
+        .put::<EnrollmentGroup>("rate-group", group, None)
+        .await?;
     let per = args.count.div_ceil(args.concurrency);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -78,11 +82,19 @@ async fn rate<S: Store + Clone>(name: &str, store: S, args: &Args) -> Result<f64
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    println!("{} registrations per backend, {} concurrent, through dps-service:", args.count, args.concurrency);
+    println!(
+        "{} registrations per backend, {} concurrent, through dps-service:",
+        args.count, args.concurrency
+    );
     let mem = rate("memory", MemoryStore::new(), &args).await?;
     let dir = std::env::temp_dir().join(format!("dps-regrate-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let redb = rate("embedded", dps_store_redb::RedbStore::open(dir.join("dps.redb"))?, &args).await?;
+    let redb = rate(
+        "embedded",
+        dps_store_redb::RedbStore::open(dir.join("dps.redb"))?,
+        &args,
+    )
+    .await?;
     println!("embedded / memory = {:.2}", redb / mem);
     std::fs::remove_dir_all(&dir)?;
     if let Some(url) = &args.database_url {

@@ -212,8 +212,14 @@ async fn main() -> Result<()> {
             insert(&s, &scope, &args, "enrollments", false).await?;
             insert(&s, &scope, &args, "registration records", true).await?;
             lookups(&s, &scope, &args).await?;
-            println!("on disk: {} MiB", std::fs::metadata(&path)?.len() / (1 << 20));
-            println!("resident memory of this process: {} MiB", rss_bytes() / (1 << 20));
+            println!(
+                "on disk: {} MiB",
+                std::fs::metadata(&path)?.len() / (1 << 20)
+            );
+            println!(
+                "resident memory of this process: {} MiB",
+                rss_bytes() / (1 << 20)
+            );
             drop(s);
             std::fs::remove_dir_all(&dir)?;
         }

@@ -18,7 +18,11 @@ async fn conformance_on_postgres() {
     let n = AtomicU32::new(0);
     let make = || {
         let mut cfg = PgConfig::new(url.clone());
-        cfg.schema = format!("dps_conf_{}_{}", std::process::id(), n.fetch_add(1, Ordering::SeqCst));
+        cfg.schema = format!(
+            "dps_conf_{}_{}",
+            std::process::id(),
+            n.fetch_add(1, Ordering::SeqCst)
+        );
         let store = tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(PgStore::connect(&cfg))
         })
@@ -30,7 +34,10 @@ async fn conformance_on_postgres() {
     let stores = std::mem::take(&mut *created.lock().unwrap());
     assert!(stores.len() >= 18, "every check ran on its own schema");
     for s in stores {
-        assert_eq!(s.schema_version().await.unwrap(), dps_store_pg::schema::CURRENT);
+        assert_eq!(
+            s.schema_version().await.unwrap(),
+            dps_store_pg::schema::CURRENT
+        );
         s.drop_schema().await.unwrap();
     }
 }
@@ -48,14 +55,37 @@ async fn two_nodes_share_one_database() {
     let (a, b) = (a.unwrap(), b.unwrap());
     let scope = dps_testkit::conformance::scope("0neNODES0001");
     // A group written through node A is seen by node B's (cached) snapshot.
-    assert!(dps_store::Store::groups_snapshot(&b, &scope).await.unwrap().is_empty());
-    dps_store::Store::put_group(&a, &scope, dps_testkit::conformance::group("g1", "e1"), dps_store::WriteCondition::MustNotExist)
-        .await
-        .unwrap();
-    assert_eq!(dps_store::Store::groups_snapshot(&b, &scope).await.unwrap().len(), 1);
+    assert!(
+        dps_store::Store::groups_snapshot(&b, &scope)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    dps_store::Store::put_group(
+        &a,
+        &scope,
+        dps_testkit::conformance::group("g1", "e1"),
+        dps_store::WriteCondition::MustNotExist,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        dps_store::Store::groups_snapshot(&b, &scope)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // An operation committed on A is polled on B.
     let c = dps_testkit::conformance::commit(None, "op-1", "d1", dps_testkit::conformance::T0);
-    dps_store::Store::commit_registration(&a, &scope, c).await.unwrap();
-    assert!(dps_store::Store::operation(&b, &scope, "op-1").await.unwrap().is_some());
+    dps_store::Store::commit_registration(&a, &scope, c)
+        .await
+        .unwrap();
+    assert!(
+        dps_store::Store::operation(&b, &scope, "op-1")
+            .await
+            .unwrap()
+            .is_some()
+    );
     a.drop_schema().await.unwrap();
 }
