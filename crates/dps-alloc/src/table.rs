@@ -1,0 +1,352 @@
+//! The weighted-rendezvous engine: the ranking of the participating hubs, groups of them with
+//! an optional slot table, and the exact direct evaluation the tables cache.
+//!
+//! A group's choice for slot `s` is the member with the lowest [`Ranking::key`]. Small groups
+//! evaluate that directly per lookup; larger ones precompute it for every slot into a table of
+//! `2^SLOT_BITS` entries. The table is built without scoring every (slot, hub) pair: each hub's
+//! ranks are a permutation of the slots, so it can walk its best ranks through the inverse
+//! permutation and claim only the slots where it scores above a threshold. That settles almost
+//! every slot; the few slots nobody claimed are scored directly. The table is the same either
+//! way, and the same as scoring every pair.
+
+use crate::score::{HubKey, SLOT_BITS, SLOTS, order_key};
+
+/// Groups of at most this many hubs of equal weight are scored directly instead of through a
+/// table (unless configured otherwise): about 4 ns per hub against one table read.
+pub(crate) const DIRECT_MAX_EQUAL: usize = 6;
+/// The same for hubs of different weights, whose scores also take a logarithm (about 10 ns).
+pub(crate) const DIRECT_MAX_WEIGHTED: usize = 2;
+
+/// Expected claims per slot when building a table, in thousandths, for `n` members: about
+/// `ln n`. Fewer leave more slots to score directly (each costs `n` scores); more cost
+/// claims that lose. Only speed depends on it, never the result.
+fn claims_milli(n: usize) -> u64 {
+    (693 * u64::from(usize::BITS - 1 - n.max(2).leading_zeros())).max(1000)
+}
+
+/// The participating hubs in canonical order, and how to compare them for a slot.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ranking {
+    keys: Vec<HubKey>,
+    /// Every hub has the same weight: the weighted score is then left out of the order key,
+    /// which does not change the order (it never rises with the refined rank).
+    uniform: bool,
+    /// Groups of at most this many members get no table.
+    direct_max: usize,
+}
+
+impl Ranking {
+    /// The ranking of `keys` (in canonical order); groups of at most `direct_max` members
+    /// (default: by weights) are scored directly.
+    pub(crate) fn new(keys: Vec<HubKey>, direct_max: Option<usize>) -> Self {
+        let uniform = keys.windows(2).all(|w| w[0].weight == w[1].weight);
+        let direct_max = direct_max.unwrap_or(if uniform {
+            DIRECT_MAX_EQUAL
+        } else {
+            DIRECT_MAX_WEIGHTED
+        });
+        Self {
+            keys,
+            uniform,
+            direct_max,
+        }
+    }
+
+    /// The number of hubs.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The order key of hub `i` for `slot`: lower wins.
+    #[inline(always)]
+    pub(crate) fn key(&self, i: u32, slot: u32) -> u128 {
+        let k = &self.keys[i as usize];
+        let x = k.x_of_slot(slot);
+        let q = if self.uniform { 0 } else { k.weighted(x) };
+        order_key(q, x, i)
+    }
+
+    /// The best order key for `slot` among `candidates` (canonical indices, any order, repeats
+    /// allowed).
+    #[inline]
+    pub(crate) fn best(
+        &self,
+        candidates: impl IntoIterator<Item = u32>,
+        slot: u32,
+    ) -> Option<u128> {
+        if self.uniform {
+            // The low half of the order key alone: `!x << 32 | index`.
+            candidates
+                .into_iter()
+                .map(|i| {
+                    let k = &self.keys[i as usize];
+                    (u64::from(!(k.x_of_slot(slot) as u32)) << 32) | u64::from(i)
+                })
+                .min()
+                .map(u128::from)
+        } else {
+            candidates.into_iter().map(|i| self.key(i, slot)).min()
+        }
+    }
+
+    /// The choice for `slot` among `candidates`.
+    #[inline]
+    pub(crate) fn pick(&self, candidates: impl IntoIterator<Item = u32>, slot: u32) -> Option<u32> {
+        let mut it = candidates.into_iter();
+        let first = it.next()?;
+        match it.next() {
+            // One candidate: nothing to compare.
+            None => Some(first),
+            Some(second) => self
+                .best([first, second].into_iter().chain(it), slot)
+                .map(index_of),
+        }
+    }
+}
+
+/// The canonical index inside an order key.
+#[inline(always)]
+pub(crate) fn index_of(key: u128) -> u32 {
+    key as u32
+}
+
+/// The prepared choice over one group of hubs.
+#[derive(Clone, Default)]
+pub(crate) struct Group {
+    /// Canonical indices of the members, ascending.
+    members: Box<[u32]>,
+    table: Option<Table>,
+}
+
+#[derive(Clone)]
+enum Table {
+    Narrow(Box<[u16]>),
+    Wide(Box<[u32]>),
+}
+
+impl Group {
+    /// Prepares the group `members` (ascending canonical indices), with a table when it has
+    /// more members than the ranking scores directly.
+    pub(crate) fn new(ranking: &Ranking, members: Vec<u32>) -> Self {
+        debug_assert!(members.windows(2).all(|w| w[0] < w[1]));
+        let table = (members.len() > ranking.direct_max).then(|| build(ranking, &members));
+        Self {
+            members: members.into_boxed_slice(),
+            table,
+        }
+    }
+
+    /// The group `members` without a table (evaluated directly whatever its size).
+    pub(crate) fn without_table(members: Vec<u32>) -> Self {
+        Self {
+            members: members.into_boxed_slice(),
+            table: None,
+        }
+    }
+
+    /// Whether the group has a table.
+    pub(crate) fn has_table(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// The table's answer for `slot`, if the group has a table.
+    #[inline(always)]
+    pub(crate) fn table_pick(&self, slot: u32) -> Option<u32> {
+        match &self.table {
+            Some(Table::Narrow(t)) => Some(u32::from(t[slot as usize])),
+            Some(Table::Wide(t)) => Some(t[slot as usize]),
+            None => None,
+        }
+    }
+
+    /// The member chosen for `slot`.
+    #[inline]
+    pub(crate) fn pick(&self, ranking: &Ranking, slot: u32) -> Option<u32> {
+        match self.table_pick(slot) {
+            Some(i) => Some(i),
+            None => ranking.pick(self.members.iter().copied(), slot),
+        }
+    }
+
+    /// The order key of the member chosen for `slot`, to merge the picks of several groups.
+    #[inline]
+    pub(crate) fn best(&self, ranking: &Ranking, slot: u32) -> Option<u128> {
+        match self.table_pick(slot) {
+            Some(i) => Some(ranking.key(i, slot)),
+            None => ranking.best(self.members.iter().copied(), slot),
+        }
+    }
+}
+
+fn build(ranking: &Ranking, members: &[u32]) -> Table {
+    let owner = if ranking.uniform {
+        build_uniform(ranking, members)
+    } else {
+        build_weighted(ranking, members)
+    };
+    if members.last().is_none_or(|&m| m <= u32::from(u16::MAX)) {
+        Table::Narrow(owner.into_iter().map(|i| i as u16).collect())
+    } else {
+        Table::Wide(owner.into_boxed_slice())
+    }
+}
+
+/// Equal weights: the order is the higher refined rank `x`, then the lower index, packed as
+/// `!x << 32 | index` (lower wins). Each hub claims its `t` best ranks; a slot whose best
+/// claim has rank `>= M - t` is settled, since every pair at or above that rank was claimed.
+fn build_uniform(ranking: &Ranking, members: &[u32]) -> Vec<u32> {
+    let n = members.len() as u64;
+    let per_hub = (claims_milli(members.len()) << SLOT_BITS).div_ceil(1000 * n);
+    let first = (SLOTS as u64).saturating_sub(per_hub) as u32;
+    let mut best = vec![u64::MAX; SLOTS];
+    for &i in members {
+        let k = &ranking.keys[i as usize];
+        claim(&mut best, first, |rank| {
+            let (s, x) = k.slot_of_rank(rank);
+            (s, (u64::from(!(x as u32)) << 32) | u64::from(i))
+        });
+    }
+    let settled = u64::from(!(first << (32 - SLOT_BITS)));
+    best.iter()
+        .enumerate()
+        .map(|(s, &b)| {
+            if b >> 32 <= settled {
+                b as u32
+            } else {
+                ranking
+                    .pick(members.iter().copied(), s as u32)
+                    .unwrap_or(u32::MAX)
+            }
+        })
+        .collect()
+}
+
+/// Lowers `best[slot]` to `key` for every `(slot, key) = claim(rank)`, `rank` from `first` up.
+///
+/// The updates are random accesses into a table larger than the L2 cache. They go in batches,
+/// after the batch's slots are computed, and without a data-dependent branch, so that many cache
+/// misses are in flight at once instead of one per mispredicted branch.
+#[inline(always)]
+fn claim(best: &mut [u64], first: u32, claim: impl Fn(u32) -> (u32, u64)) {
+    claim_with(best, first, claim, u64::min);
+}
+
+/// [`claim`] with `merge(old, new)` instead of the minimum.
+#[inline(always)]
+fn claim_with(
+    best: &mut [u64],
+    first: u32,
+    claim: impl Fn(u32) -> (u32, u64),
+    merge: impl Fn(u64, u64) -> u64,
+) {
+    const BATCH: u32 = 64;
+    let mut slots = [0u32; BATCH as usize];
+    let mut keys = [0u64; BATCH as usize];
+    let mut start = first;
+    while start < SLOTS as u32 {
+        let len = BATCH.min(SLOTS as u32 - start) as usize;
+        for (j, rank) in (start..).take(len).enumerate() {
+            (slots[j], keys[j]) = claim(rank);
+        }
+        for (&s, &key) in slots[..len].iter().zip(&keys[..len]) {
+            let b = &mut best[s as usize];
+            *b = merge(*b, key);
+        }
+        start += len as u32;
+    }
+}
+
+/// Different weights: claims are the pairs whose weighted score is at most `theta`; a hub of
+/// weight `w` has a fraction `1 - 2^(-theta w / 2^58)`, about `theta w ln2 / 2^58`, of them.
+///
+/// The full order key is 128 bits; a table of those would double the memory traffic, so claims
+/// are packed in 64 bits as `q >> 21` (43 bits), a tie flag and the index (20 bits), lower
+/// wins. A strictly lower `q >> 21` means a strictly lower score, so a slot's minimum is exact
+/// unless two claims share its `q >> 21`; that raises the flag, and such slots (very rare) are
+/// scored directly, like the unsettled ones.
+fn build_weighted(ranking: &Ranking, members: &[u32]) -> Vec<u32> {
+    const IDX_BITS: u32 = 20;
+    const TIE: u64 = 1 << IDX_BITS;
+    const Q_SHIFT: u32 = IDX_BITS + 1;
+    debug_assert!(members.iter().all(|&i| i < 1 << IDX_BITS));
+    let total_weight: u64 = members
+        .iter()
+        .map(|&i| u64::from(ranking.keys[i as usize].weight))
+        .sum();
+    let theta = ((u128::from(claims_milli(members.len())) << 58) / (u128::from(total_weight) * 693))
+        .min(u128::from(u64::MAX)) as u64;
+    let mut best = vec![u64::MAX; SLOTS];
+    // Every pair scoring below `settled` was claimed.
+    let mut settled = u64::MAX;
+    for &i in members {
+        let k = &ranking.keys[i as usize];
+        let (first, safe) = k.threshold(theta);
+        settled = settled.min(safe);
+        claim_with(
+            &mut best,
+            first,
+            |rank| {
+                let (s, x) = k.slot_of_rank(rank);
+                (s, ((k.weighted(x) >> Q_SHIFT) << Q_SHIFT) | u64::from(i))
+            },
+            |old, new| {
+                let tie = u64::from((old ^ new) >> Q_SHIFT == 0) * TIE;
+                old.min(new) | tie
+            },
+        );
+    }
+    let settled = settled >> Q_SHIFT;
+    best.iter()
+        .enumerate()
+        .map(|(s, &b)| {
+            if b >> Q_SHIFT < settled && b & TIE == 0 {
+                (b & (TIE - 1)) as u32
+            } else {
+                ranking
+                    .pick(members.iter().copied(), s as u32)
+                    .unwrap_or(u32::MAX)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn ranking(n: usize, weight: impl Fn(usize) -> u32) -> Ranking {
+        let mut k: Vec<HubKey> = (0..n)
+            .map(|i| HubKey::new(0, &format!("hub-{i}.example.net"), weight(i)))
+            .collect();
+        k.sort_by_key(|k| k.seed);
+        Ranking::new(k, None)
+    }
+
+    #[test]
+    fn tables_equal_direct_evaluation() {
+        for (n, weights) in [
+            (9usize, [1, 1, 1, 1]),
+            (9, [1, 7, 1000, 3]),
+            (23, [5, 5, 5, 5]),
+        ] {
+            let r = ranking(n, |i| weights[i % 4]);
+            assert_eq!(r.uniform, weights[0] == weights[1]);
+            let g = Group::new(&r, (0..n as u32).collect());
+            assert!(g.has_table());
+            for s in (0..SLOTS as u32).step_by(61) {
+                assert_eq!(g.table_pick(s), r.pick(0..n as u32, s), "n={n} slot={s}");
+            }
+        }
+    }
+
+    #[test]
+    fn equal_weights_order_as_the_weighted_score() {
+        // The uniform shortcut leaves the score out; with it, the order must be the same.
+        let r = ranking(6, |_| 7);
+        let mut weighted = r.clone();
+        weighted.uniform = false;
+        for s in (0..SLOTS as u32).step_by(101) {
+            assert_eq!(r.pick(0..6, s), weighted.pick(0..6, s));
+        }
+    }
+}
