@@ -194,7 +194,7 @@ pub(crate) enum Route<'a> {
 }
 
 impl Plans {
-    /// Prepares the plans for the participating hubs `keys` with regions `hub_regions`
+    /// Prepares the plans for the participating hubs of `ranking` with regions `hub_regions`
     /// (by canonical index). `None` when there is no region information at all.
     pub(crate) fn new(
         config: &LowestLatencyConfig,
@@ -281,8 +281,10 @@ impl Plans {
             .into_iter()
             .zip(needed)
             .map(|((r, members), needed)| {
+                // A lowest-latency lookup has more to do than a hashed one, so its groups
+                // get tables at half the size.
                 let group = if needed {
-                    Group::new(ranking, members)
+                    Group::with_direct_max(ranking, members, ranking.direct_max() / 2)
                 } else {
                     Group::without_table(members)
                 };
@@ -354,6 +356,11 @@ impl Plans {
         in_tie: &[bool],
         slot: u32,
     ) -> Option<u32> {
+        if let [g] = tie {
+            // One tie group: its own choice is the answer (it agrees with the full set's
+            // whenever that is in the group).
+            return self.groups[*g as usize].1.pick(ranking, slot);
+        }
         if let Some(w) = global.table_pick(slot)
             && in_tie[self.group_of(w) as usize]
         {
@@ -374,20 +381,20 @@ pub(crate) fn pick_ranked_subset(
     latency: &[Option<u32>],
     ranking: &Ranking,
     global: &Group,
-    candidates: impl Iterator<Item = u32> + Clone,
+    candidates: &[u32],
     slot: u32,
 ) -> Option<u32> {
     let lat = |i: u32| latency[plans.group_of(i) as usize];
-    let best = candidates.clone().filter_map(lat).min();
+    let best = candidates.iter().filter_map(|&i| lat(i)).min();
     let ties = move |i: u32| match best {
         Some(best) => lat(i).is_some_and(|l| u64::from(l) <= plans.config.tolerance.limit(best)),
         None => true,
     };
     if let Some(w) = global.table_pick(slot)
-        && candidates.clone().any(|c| c == w)
+        && candidates.contains(&w)
         && ties(w)
     {
         return Some(w);
     }
-    ranking.pick(candidates.filter(|&i| ties(i)), slot)
+    ranking.pick(candidates.iter().copied().filter(|&i| ties(i)), slot)
 }

@@ -97,8 +97,8 @@
 //! the lower name hash). So each slot ranks all hubs, independently of which are present, and
 //! the choice is the best-ranked hub present — which is where the guarantees come from.
 //!
-//! Scoring every hub per lookup is plain HRW, O(n): fine for a handful of hubs, about 10 µs at
-//! 1,000. A set with more than 6 hubs of equal weight (2 of different weights; see
+//! Scoring every hub per lookup is plain HRW, O(n): fine for a handful of hubs, 4-7 µs at
+//! 1,000. A set with more than 8 hubs of equal weight (4 of different weights; see
 //! [`HashedConfig::direct_max`]) therefore precomputes the winner of every slot into a table
 //! (2 bytes per slot, 2 MiB), and a lookup is one hash and one read. The table is built without
 //! scoring every (slot, hub) pair: because a hub's ranks are a permutation, it can walk its best
@@ -132,19 +132,37 @@
 //! region is unknown. A region is 0 µs from itself unless the map says otherwise.
 //!
 //! Preparing the set computes the tie set of every known source region (tie sets are unions of
-//! regions) and a table for every region with more hubs than are scored directly, so a lookup
-//! reads the full set's table and, when its choice is not in the tie set, each tie region's
-//! table. Enrollment subsets are ranked on the fly.
+//! regions, since latency is per region) and a table for every region in some tie set that has
+//! more than half as many hubs as are scored directly. A lookup with one tie region reads that
+//! region's table (or scores its few hubs); with several, it reads the full set's table and,
+//! when that choice is not in the tie set, each tie region's. Enrollment subsets are ranked on
+//! the fly. Without a [`LowestLatencyConfig`] ([`HubSetBuilder::lowest_latency`]), lowest
+//! latency is plain hashing and costs nothing to prepare.
 //!
 //! # Costs
 //!
-//! Measured on the 2-core development VM (`benches/benches/alloc.rs`), where one SHA-256 of a
-//! registration ID takes BASELINE_NS ns:
+//! Measured with `benches/benches/alloc.rs` on the 2-core development VM (AMD EPYC, shared with
+//! other builds, so ±20 %), in the same run as one SHA-256 of a registration ID (72 ns), which
+//! the registration path already pays per device. Lookups cycle through 4,096 IDs; hubs are
+//! spread over 8 regions, and lowest latency ties the hubs of the nearest region (n/8 of them).
 //!
-//! LOOKUP_TABLE
+//! | Lookup, n hubs | 1 | 10 | 50 | 1,000 | 10,000 |
+//! |---|---|---|---|---|---|
+//! | hashed, equal weights | 18 ns | 18 ns | 18 ns | 19 ns | 24 ns |
+//! | hashed, weights 1-10 | 19 ns | 20 ns | 20 ns | 21 ns | 27 ns |
+//! | lowest latency | 21 ns | 32 ns | 23 ns | 22 ns | 26 ns |
+//! | ratio to SHA-256 | 0.25-0.29 | 0.26-0.44 | 0.25-0.32 | 0.26-0.31 | 0.33-0.37 |
 //!
-//! A lookup allocates nothing. Preparing a set is O(n log n) plus the tables above; tables take
-//! 2 MiB each (4 MiB beyond 65,536 hubs) and 8 MiB of scratch while building.
+//! Below the table threshold a lookup scores each candidate, about 4 ns per hub of equal weight
+//! and 7 ns with weights, after the 15 ns of hashing the ID; with a table it is one read of a
+//! 2 MiB table. An enrollment naming 3 of 10,000 hubs costs 87 ns (three name look-ups and three
+//! scores when the full set's choice is not among them). A lookup allocates nothing.
+//!
+//! Preparing 10,000 hubs takes 68 ms with equal weights and 100-130 ms with weights 1-10 (the
+//! scores take a logarithm); 1,000 hubs 35 ms / 75 ms; a set at the threshold about 20 ms. With
+//! lowest latency configured, every region some source region ties to gets its own table (at
+//! more than half the threshold), and 10,000 hubs in 8 regions take 400 ms. Each table is 2 MiB
+//! (4 MiB beyond 65,536 hubs) plus 8 MiB of scratch while it is built; small sets have none.
 //!
 //! # Static and custom
 //!

@@ -5,6 +5,7 @@ use std::fmt;
 use dps_types::AllocationPolicy;
 
 use crate::latency::{self, Route};
+use crate::set::Named;
 use crate::{AllocError, Hub, HubSet, Request};
 
 /// An allocation policy: picks the hub for one registration from a prepared [`HubSet`].
@@ -64,7 +65,7 @@ pub struct HashedConfig {
     pub seed: u64,
     /// Groups of at most this many participating hubs are scored directly on every lookup
     /// instead of through a lookup table (2 MiB, built when the set is prepared). `None` (the
-    /// default) means 8 hubs when all weights are equal and 2 otherwise. Only speed and memory
+    /// default) means 8 hubs when all weights are equal and 4 otherwise. Only speed and memory
     /// depend on it, never the result.
     pub direct_max: Option<usize>,
 }
@@ -92,10 +93,13 @@ pub struct Hashed;
 
 impl Allocator for Hashed {
     fn allocate<'h>(&self, hubs: &'h HubSet, req: &Request<'_>) -> Result<&'h Hub, AllocError> {
-        hubs.check_named(req.named)?;
         let slot = hubs.slot(req.registration_id);
-        hubs.pick_hashed(req.named, slot)
-            .ok_or(AllocError::NoEligibleHub)
+        let chosen = if req.named.is_empty() {
+            hubs.pick_hashed(None, slot)
+        } else {
+            hubs.pick_hashed(Some(hubs.resolve_named(req.named)?.as_slice()), slot)
+        };
+        chosen.ok_or(AllocError::NoEligibleHub)
     }
 }
 
@@ -110,28 +114,33 @@ pub struct LowestLatency;
 
 impl Allocator for LowestLatency {
     fn allocate<'h>(&self, hubs: &'h HubSet, req: &Request<'_>) -> Result<&'h Hub, AllocError> {
-        hubs.check_named(req.named)?;
-        let slot = hubs.slot(req.registration_id);
-        let Some(plans) = hubs.plans() else {
-            return hubs
-                .pick_hashed(req.named, slot)
-                .ok_or(AllocError::NoEligibleHub);
+        let named = if req.named.is_empty() {
+            None
+        } else {
+            Some(hubs.resolve_named(req.named)?)
         };
+        let subset = named.as_ref().map(Named::as_slice);
+        let slot = hubs.slot(req.registration_id);
         let ranking = hubs.ranking();
         let global = hubs.global();
-        let chosen = match plans.route(req.source_region, !req.named.is_empty()) {
-            Route::Hashed => {
+        let chosen = match hubs
+            .plans()
+            .map(|p| p.route(req.source_region, subset.is_some()))
+        {
+            None | Some(Route::Hashed) => {
                 return hubs
-                    .pick_hashed(req.named, slot)
+                    .pick_hashed(subset, slot)
                     .ok_or(AllocError::NoEligibleHub);
             }
-            Route::Tie(plans, tie, in_tie) => plans.pick_tie(ranking, global, tie, in_tie, slot),
-            Route::Latency(plans, latency) => latency::pick_ranked_subset(
+            Some(Route::Tie(plans, tie, in_tie)) => {
+                plans.pick_tie(ranking, global, tie, in_tie, slot)
+            }
+            Some(Route::Latency(plans, latency)) => latency::pick_ranked_subset(
                 plans,
                 latency,
                 ranking,
                 global,
-                hubs.named_participants(req.named),
+                subset.unwrap_or_default(),
                 slot,
             ),
         };
@@ -148,7 +157,7 @@ pub struct Static;
 
 impl Allocator for Static {
     fn allocate<'h>(&self, hubs: &'h HubSet, req: &Request<'_>) -> Result<&'h Hub, AllocError> {
-        hubs.check_named(req.named)?;
+        hubs.resolve_named(req.named)?;
         match req.named {
             [one] => hubs.find(one).ok_or(AllocError::NoEligibleHub),
             _ => Err(AllocError::StaticNeedsOneHub),
@@ -164,7 +173,7 @@ pub(crate) fn dispatch<'h>(hubs: &'h HubSet, request: &Request<'_>) -> Result<&'
         AllocationPolicy::Static => Static.allocate(hubs, request),
         AllocationPolicy::Custom => match hubs.custom() {
             Some(custom) => {
-                hubs.check_named(request.named)?;
+                hubs.resolve_named(request.named)?;
                 custom.allocate(hubs, request)
             }
             None => Hashed.allocate(hubs, request),

@@ -109,6 +109,12 @@ pub(crate) fn key_hash(seed: u64, registration_id: &str) -> u64 {
     hash_bytes(seed, registration_id.as_bytes(), true)
 }
 
+/// A hash of a (case-folded) hub host name, for the name index. Not part of the mapping.
+#[inline]
+pub(crate) fn name_hash(name: &str) -> u64 {
+    hash_bytes(HUB_DOMAIN ^ P4, name.as_bytes(), true)
+}
+
 /// The slot of a key: its top `SLOT_BITS` bits.
 #[inline(always)]
 pub(crate) fn slot_of(key: u64) -> u32 {
@@ -298,8 +304,30 @@ mod tests {
         }
     }
 
+    /// The mapping is a wire format: every node must compute these exact values. A change here
+    /// moves devices between hubs on upgrade, and must be deliberate.
     #[test]
-    fn key_hash_folds_case_and_is_pinned() {
+    fn the_mapping_is_pinned() {
+        assert_eq!(key_hash(0, "dev-1"), 0x658c_979d_5ac0_497c);
+        assert_eq!(key_hash(0, "Device-000123"), 0x88e2_97e4_660b_5ab0);
+        assert_eq!(key_hash(0, "a"), 0xe866_612f_0816_dfe7);
+        assert_eq!(key_hash(0, ""), 0xfeb9_26ee_ac5e_c1a4);
+        assert_eq!(key_hash(0, "0123456789abcdef0123"), 0x0a69_6883_97b9_75df);
+        let k = HubKey::new(0, "hub-a.example.net", 3);
+        assert_eq!(k.seed, 0x0f05_6909_b5b7_8a6d);
+        for (slot, x, q) in [
+            (0, 0x7487_39b4, 0x0183_9264_3a17_8fff),
+            (1, 0x9ad6_a9d3, 0x00f7_989c_7690_8955),
+            (12345, 0xd5dc_0c00, 0x0058_91b8_2b46_72aa),
+            (SLOTS as u32 - 1, 0xd3a1_fcef, 0x005d_b93c_a362_7fff),
+        ] {
+            assert_eq!(k.x_of_slot(slot), x, "slot {slot}");
+            assert_eq!(k.weighted(x), q, "slot {slot}");
+        }
+    }
+
+    #[test]
+    fn key_hash_folds_case() {
         assert_eq!(key_hash(0, "Dev-1"), key_hash(0, "dev-1"));
         assert_ne!(key_hash(0, "dev-1"), key_hash(1, "dev-1"));
         assert_ne!(key_hash(0, "dev-1"), key_hash(0, "dev-1\0"));

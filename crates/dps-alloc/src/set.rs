@@ -31,8 +31,8 @@ pub struct HubSet {
 struct Inner {
     /// The hubs, de-duplicated, in the order given.
     hubs: Vec<Hub>,
-    /// Indices of `hubs` sorted by host name.
-    by_name: Vec<u32>,
+    /// Finds hubs by name.
+    names: NameIndex,
     hashed: HashedConfig,
     /// The participating hubs (`apply_allocation_policy`) in canonical order (by hub seed).
     ranking: Ranking,
@@ -52,7 +52,7 @@ struct Inner {
 pub struct HubSetBuilder {
     hubs: Vec<Hub>,
     hashed: HashedConfig,
-    latency: LowestLatencyConfig,
+    latency: Option<LowestLatencyConfig>,
     custom: Option<Arc<dyn Allocator>>,
 }
 
@@ -63,9 +63,10 @@ impl HubSetBuilder {
         self
     }
 
-    /// Configures lowest-latency allocation.
+    /// Configures lowest-latency allocation. Without it, lowest latency is plain hashing (and
+    /// preparing the set builds nothing for it).
     pub fn lowest_latency(mut self, config: LowestLatencyConfig) -> Self {
-        self.latency = config;
+        self.latency = Some(config);
         self
     }
 
@@ -79,18 +80,19 @@ impl HubSetBuilder {
     /// Prepares the set: O(n log n) for n hubs, plus a lookup table for each group of more
     /// than a few participating hubs (see the [crate documentation](crate#costs)).
     pub fn build(self) -> HubSet {
-        let mut hubs: Vec<Hub> = Vec::with_capacity(self.hubs.len());
-        let mut by_name: Vec<u32> = Vec::with_capacity(self.hubs.len());
-        for mut h in self.hubs {
-            h.weight = h.weight.clamp(1, score::MAX_WEIGHT);
-            let name = h.host.as_str();
-            if let Err(pos) =
-                by_name.binary_search_by(|&i| hubs[i as usize].host.as_str().cmp(name))
-            {
-                by_name.insert(pos, hubs.len() as u32);
-                hubs.push(h);
-            }
-        }
+        // De-duplicate by name, the first wins, in O(n log n).
+        let mut order: Vec<(usize, Hub)> = self.hubs.into_iter().enumerate().collect();
+        order.sort_by(|(i, a), (j, b)| (a.host.as_str(), i).cmp(&(b.host.as_str(), j)));
+        order.dedup_by(|(_, later), (_, first)| later.host == first.host);
+        order.sort_by_key(|(i, _)| *i);
+        let hubs: Vec<Hub> = order
+            .into_iter()
+            .map(|(_, mut h)| {
+                h.weight = h.weight.clamp(1, score::MAX_WEIGHT);
+                h
+            })
+            .collect();
+        let names = NameIndex::new(&hubs);
 
         let seed = self.hashed.seed;
         let mut participating: Vec<(HubKey, u32)> = hubs
@@ -119,11 +121,14 @@ impl HubSetBuilder {
             .iter()
             .map(|&h| hubs[h as usize].region.as_deref())
             .collect();
-        let latency = Plans::new(&self.latency, &ranking, &regions);
+        let latency = self
+            .latency
+            .as_ref()
+            .and_then(|config| Plans::new(config, &ranking, &regions));
         HubSet {
             inner: Arc::new(Inner {
                 hubs,
-                by_name,
+                names,
                 hashed: self.hashed,
                 ranking,
                 canonical_hub,
@@ -149,7 +154,7 @@ impl HubSet {
         HubSetBuilder {
             hubs,
             hashed: HashedConfig::default(),
-            latency: LowestLatencyConfig::default(),
+            latency: None,
             custom: None,
         }
     }
@@ -229,34 +234,23 @@ impl HubSet {
     // ---- crate-internal helpers used by the policies ----
 
     fn find_index(&self, name: &str) -> Option<usize> {
-        let hubs = &self.inner.hubs;
-        self.inner
-            .by_name
-            .binary_search_by(|&i| {
-                let host = hubs[i as usize].host.as_str().bytes();
-                host.cmp(name.bytes().map(|b| b.to_ascii_lowercase()))
-            })
-            .ok()
-            .map(|p| self.inner.by_name[p] as usize)
+        self.inner.names.find(&self.inner.hubs, name)
     }
 
-    /// Fails with the first named hub that is not linked.
-    pub(crate) fn check_named(&self, named: &[&str]) -> Result<(), AllocError> {
-        match named.iter().find(|n| self.find_index(n).is_none()) {
-            Some(n) => Err(AllocError::HubNotLinked((*n).to_owned())),
-            None => Ok(()),
+    /// Resolves the enrollment's hubs: every name must be linked; the result holds the
+    /// participating ones (canonical indices, possibly repeated).
+    pub(crate) fn resolve_named(&self, named: &[&str]) -> Result<Named, AllocError> {
+        let mut out = Named::default();
+        for n in named {
+            let i = self
+                .find_index(n)
+                .ok_or_else(|| AllocError::HubNotLinked((*n).to_owned()))?;
+            let c = self.inner.hub_canonical[i];
+            if c != u32::MAX {
+                out.push(c);
+            }
         }
-    }
-
-    /// Canonical indices of the named hubs that participate (possibly repeated).
-    pub(crate) fn named_participants<'a>(
-        &'a self,
-        named: &'a [&'a str],
-    ) -> impl Iterator<Item = u32> + Clone + 'a {
-        named.iter().filter_map(|n| {
-            let c = self.inner.hub_canonical[self.find_index(n)?];
-            (c != u32::MAX).then_some(c)
-        })
+        Ok(out)
     }
 
     /// The slot of a registration ID.
@@ -265,18 +259,17 @@ impl HubSet {
         score::slot_of(score::key_hash(self.inner.hashed.seed, registration_id))
     }
 
-    /// The hashed choice among all participating hubs (`named` empty) or the named ones.
+    /// The hashed choice among all participating hubs, or among `subset` (canonical indices):
+    /// the full set's choice when it is in the subset, else the subset's own.
     #[inline]
-    pub(crate) fn pick_hashed(&self, named: &[&str], slot: u32) -> Option<&Hub> {
+    pub(crate) fn pick_hashed(&self, subset: Option<&[u32]>, slot: u32) -> Option<&Hub> {
         let inner = &*self.inner;
-        let chosen = if named.is_empty() {
-            inner.global.pick(&inner.ranking, slot)
-        } else {
-            let candidates = self.named_participants(named);
-            match inner.global.table_pick(slot) {
-                Some(w) if candidates.clone().any(|c| c == w) => Some(w),
-                _ => inner.ranking.pick(candidates, slot),
-            }
+        let chosen = match subset {
+            None => inner.global.pick(&inner.ranking, slot),
+            Some(subset) => match inner.global.table_pick(slot) {
+                Some(w) if subset.contains(&w) => Some(w),
+                _ => inner.ranking.pick(subset.iter().copied(), slot),
+            },
         };
         chosen.map(|i| self.by_canonical(i))
     }
@@ -300,6 +293,78 @@ impl HubSet {
 
     pub(crate) fn custom(&self) -> Option<&dyn Allocator> {
         self.inner.custom.as_deref()
+    }
+}
+
+/// Hub indices by host name: open addressing over a power-of-two table, ASCII
+/// case-insensitive.
+#[derive(Default)]
+struct NameIndex {
+    slots: Box<[u32]>,
+}
+
+impl NameIndex {
+    fn new(hubs: &[Hub]) -> Self {
+        if hubs.is_empty() {
+            return Self::default();
+        }
+        let mut slots = vec![u32::MAX; (hubs.len() * 2).next_power_of_two()].into_boxed_slice();
+        let mask = slots.len() - 1;
+        for (i, h) in hubs.iter().enumerate() {
+            let mut at = score::name_hash(h.host.as_str()) as usize & mask;
+            while slots[at] != u32::MAX {
+                at = (at + 1) & mask;
+            }
+            slots[at] = i as u32;
+        }
+        Self { slots }
+    }
+
+    fn find(&self, hubs: &[Hub], name: &str) -> Option<usize> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut at = score::name_hash(name) as usize & mask;
+        loop {
+            let i = self.slots[at];
+            if i == u32::MAX {
+                return None;
+            }
+            if hubs[i as usize].host.as_str().eq_ignore_ascii_case(name) {
+                return Some(i as usize);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+}
+
+/// An enrollment's participating hubs (canonical indices), without a heap allocation for the
+/// usual handful.
+#[derive(Default)]
+pub(crate) struct Named {
+    inline: [u32; 8],
+    len: usize,
+    spill: Vec<u32>,
+}
+
+impl Named {
+    fn push(&mut self, i: u32) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = i;
+            self.len += 1;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline);
+            }
+            self.spill.push(i);
+        }
+    }
+
+    /// The indices.
+    pub(crate) fn as_slice(&self) -> &[u32] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
     }
 }
 
@@ -337,7 +402,7 @@ mod tests {
     /// The hub owning every slot (the whole key space, not a sample of IDs).
     fn owners(set: &HubSet) -> Vec<&str> {
         (0..SLOTS as u32)
-            .map(|s| set.pick_hashed(&[], s).map_or("", |h| h.host.as_str()))
+            .map(|s| set.pick_hashed(None, s).map_or("", |h| h.host.as_str()))
             .collect()
     }
 

@@ -13,9 +13,9 @@ use crate::score::{HubKey, SLOT_BITS, SLOTS, order_key};
 
 /// Groups of at most this many hubs of equal weight are scored directly instead of through a
 /// table (unless configured otherwise): about 4 ns per hub against one table read.
-pub(crate) const DIRECT_MAX_EQUAL: usize = 6;
-/// The same for hubs of different weights, whose scores also take a logarithm (about 10 ns).
-pub(crate) const DIRECT_MAX_WEIGHTED: usize = 2;
+pub(crate) const DIRECT_MAX_EQUAL: usize = 8;
+/// The same for hubs of different weights, whose scores also take a logarithm (about 7 ns).
+pub(crate) const DIRECT_MAX_WEIGHTED: usize = 4;
 
 /// Expected claims per slot when building a table, in thousandths, for `n` members: about
 /// `ln n`. Fewer leave more slots to score directly (each costs `n` scores); more cost
@@ -50,6 +50,11 @@ impl Ranking {
             uniform,
             direct_max,
         }
+    }
+
+    /// Groups of at most this many members get no table.
+    pub(crate) fn direct_max(&self) -> usize {
+        self.direct_max
     }
 
     /// The number of hubs.
@@ -128,8 +133,13 @@ impl Group {
     /// Prepares the group `members` (ascending canonical indices), with a table when it has
     /// more members than the ranking scores directly.
     pub(crate) fn new(ranking: &Ranking, members: Vec<u32>) -> Self {
+        Self::with_direct_max(ranking, members, ranking.direct_max)
+    }
+
+    /// [`Group::new`] with a table above `direct_max` members.
+    pub(crate) fn with_direct_max(ranking: &Ranking, members: Vec<u32>, direct_max: usize) -> Self {
         debug_assert!(members.windows(2).all(|w| w[0] < w[1]));
-        let table = (members.len() > ranking.direct_max).then(|| build(ranking, &members));
+        let table = (members.len() > direct_max).then(|| build(ranking, &members));
         Self {
             members: members.into_boxed_slice(),
             table,

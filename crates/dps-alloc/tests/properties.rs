@@ -685,3 +685,31 @@ fn tables_change_nothing() {
         }
     }
 }
+
+#[test]
+fn duplicate_names_keep_the_first() {
+    let set = HubSet::new(vec![hub(0, 3, true), hub(1, 1, true), hub(0, 9, false)]);
+    assert_eq!(set.hubs().len(), 2);
+    assert_eq!(set.hubs()[0].weight, 3);
+    assert!(set.hubs()[0].apply_allocation_policy);
+    assert_eq!(set.find("HUB-0.EXAMPLE.NET").map(|h| h.weight), Some(3));
+    assert!(set.find("hub-2.example.net").is_none());
+}
+
+/// End to end, the documented mapping: these devices land on these hubs on every node, platform
+/// and version (changing it moves devices on upgrade).
+#[test]
+fn the_mapping_is_pinned() {
+    let small = HubSet::new((0..3).map(|i| hub(i, 1 + i as u32, true)).collect());
+    let large = HubSet::new((0..20).map(|i| hub(i, 1, true)).collect());
+    let got: Vec<String> = ["dev-1", "dev-2", "Sensor-42", "a", "b", "c"]
+        .iter()
+        .flat_map(|id| [hashed(&small, &[], id), hashed(&large, &[], id)])
+        .map(Result::unwrap_or_default)
+        .collect();
+    let want: Vec<String> = [(2, 11), (2, 18), (2, 19), (2, 10), (1, 9), (2, 12)]
+        .iter()
+        .flat_map(|&(small, large)| [name(small), name(large)])
+        .collect();
+    assert_eq!(got, want, "update the expectation deliberately");
+}
