@@ -67,6 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             credential: DeviceCredential::Sas(&token),
             payload: None,
             legacy_api: false,
+            source: None,
         })
         .await?;
     println!(

@@ -40,6 +40,7 @@ fn registration(c: &mut Criterion) {
                 credential: DeviceCredential::Sas(&token),
                 payload: None,
                 legacy_api: false,
+                source: None,
             }))
             .expect("registers");
             assert_eq!(op.status, RegistrationStatus::Assigned);
@@ -85,6 +86,7 @@ fn registration(c: &mut Criterion) {
                     credential: DeviceCredential::Sas(&token),
                     payload: None,
                     legacy_api: false,
+                    source: None,
                 }))
                 .expect("registers");
                 assert_eq!(op.status, RegistrationStatus::Assigned);
@@ -108,6 +110,7 @@ fn registration(c: &mut Criterion) {
                     credential: DeviceCredential::Sas(token),
                     payload: None,
                     legacy_api: false,
+                    source: None,
                 }))
                 .expect("registers");
                 assert_eq!(op.status, RegistrationStatus::Assigned);

@@ -62,6 +62,7 @@ async fn rate<S: Store + Clone>(name: &str, store: S, args: &Args) -> Result<f64
                         credential: DeviceCredential::Sas(&token),
                         payload: None,
                         legacy_api: false,
+                        source: None,
                     })
                     .await?;
                 if op.status != RegistrationStatus::Assigned {

@@ -5,19 +5,45 @@
 use dps_attest::sas::{self, SasError, SasToken, SigningKey};
 use dps_store::Store;
 use dps_types::{
-    AttestationMechanism, EnrollmentGroup, EnrollmentGroupId, IndividualEnrollment, RegistrationId,
-    Rejection, SymmetricKey,
+    AttestationKind, AttestationMechanism, EnrollmentGroup, EnrollmentGroupId,
+    IndividualEnrollment, RegistrationId, Rejection, SymmetricKey,
 };
 
 use crate::config::ScopeConfig;
 use crate::device::DeviceCredential;
-use crate::hubs::HubRegistry;
+use crate::hubs::{HubAuth, HubRegistry};
 use crate::{Service, store_err};
 
 /// Which enrollment authenticated a device.
 pub(crate) enum Matched {
     Individual(Box<IndividualEnrollment>),
     Group(Box<EnrollmentGroup>, [Option<SymmetricKey>; 2]),
+}
+
+impl Matched {
+    /// The credential the device's hub identity gets: the enrollment's keys, or the keys
+    /// derived from the group's keys for this device.
+    pub(crate) fn hub_auth(&self) -> Option<HubAuth> {
+        match self {
+            Matched::Individual(e) => {
+                let s = e.attestation.symmetric_key()?;
+                let primary = s.primary_key.clone()?;
+                Some(HubAuth::SymmetricKey {
+                    primary,
+                    secondary: s.secondary_key.clone(),
+                })
+            }
+            Matched::Group(_, keys) => Some(HubAuth::SymmetricKey {
+                primary: keys[0].clone()?,
+                secondary: keys[1].clone(),
+            }),
+        }
+    }
+
+    /// How the device attested.
+    pub(crate) fn attestation_kind(&self) -> AttestationKind {
+        AttestationKind::SymmetricKey
+    }
 }
 
 fn unauthorized(e: SasError) -> Rejection {

@@ -1,18 +1,17 @@
 //! The device API, transport-agnostic: register, poll an operation, look up a registration.
 //! HTTPS, MQTT and AMQP front ends all call these, so every rule is identical across them.
 
-use dps_core::{EnrollmentStatus, Previous};
+use dps_core::EnrollmentStatus;
 use dps_store::{RegistrationCommit, Store};
 use dps_types::{
-    AttestationKind, DeviceRegistrationState, EnrollmentGroupId, Etag, Operation, OperationId,
-    RegistrationId, RegistrationRecord, RegistrationStatus, Rejection, Timestamp,
+    AttestationKind, DeviceRegistrationState, EnrollmentGroupId, Operation, OperationId,
+    RegistrationId, RegistrationStatus, Rejection, Timestamp,
 };
 use serde_json::Value;
 
 use crate::auth::Matched;
-use crate::config::ScopeConfig;
 use crate::env::{random_guid, random_hex};
-use crate::hubs::{HubAuth, HubDevice, HubError, HubRegistry};
+use crate::hubs::HubRegistry;
 use crate::{Service, meter, store_err};
 
 /// A device's credential as presented on the wire.
@@ -37,6 +36,8 @@ pub struct RegisterRequest<'a> {
     pub payload: Option<Value>,
     /// True for device API versions ≤ 2018-04-01 (sticky assignment without a policy).
     pub legacy_api: bool,
+    /// The client's address as the front end saw it, for source-region mapping.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl<S: Store, H: HubRegistry> Service<S, H> {
@@ -127,120 +128,6 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         }
     }
 
-    /// Allocation, reprovisioning and the hub write. Failures become a `failed` record.
-    async fn assign(
-        &self,
-        scope: &ScopeConfig,
-        rid: &RegistrationId,
-        matched: &Matched,
-        req: &RegisterRequest<'_>,
-        previous: Option<RegistrationRecord>,
-        mut state: DeviceRegistrationState,
-    ) -> Result<RegistrationRecord, Rejection> {
-        // The attempt's time is already on the state.
-        let now = state
-            .last_updated_date_time_utc
-            .unwrap_or_else(|| self.clock.now());
-        let (policy_view, reprovision, capabilities, twin, device_id, auth, group_id) =
-            match matched {
-                Matched::Individual(e) => {
-                    let s = e.attestation.symmetric_key().cloned().unwrap_or_default();
-                    let auth = s.primary_key.clone().map(|primary| HubAuth::SymmetricKey {
-                        primary,
-                        secondary: s.secondary_key.clone(),
-                    });
-                    (
-                        e.policy(),
-                        e.reprovision_policy,
-                        e.capabilities,
-                        e.initial_twin.clone(),
-                        e.effective_device_id(),
-                        auth,
-                        None,
-                    )
-                }
-                Matched::Group(g, keys) => {
-                    let auth = keys[0].clone().map(|primary| HubAuth::SymmetricKey {
-                        primary,
-                        secondary: keys[1].clone(),
-                    });
-                    (
-                        g.policy(),
-                        g.reprovision_policy,
-                        g.capabilities,
-                        g.initial_twin.clone(),
-                        rid.to_string(),
-                        auth,
-                        Some(g.enrollment_group_id.clone()),
-                    )
-                }
-            };
-        state.created_date_time_utc = Some(
-            previous
-                .as_ref()
-                .and_then(|p| p.state.created_date_time_utc)
-                .unwrap_or(now),
-        );
-        state.etag = Some(Etag::new(random_guid(&*self.entropy)));
-        state.device_id = Some(device_id.clone());
-        let mut record = RegistrationRecord {
-            state,
-            enrollment_group_id: group_id,
-            attestation: AttestationKind::SymmetricKey,
-            initial_hub: previous.as_ref().and_then(|p| p.initial_hub.clone()),
-        };
-        let policy = policy_view
-            .allocation_policy
-            .unwrap_or(scope.allocation_policy);
-        let named = policy_view.named_hubs();
-        let proposed = match scope.hubs.allocate(policy, &named, rid.as_str()) {
-            Ok(h) => h,
-            Err(e) => return Ok(failed(record, 400_208, e.to_string())),
-        };
-        let prev = previous
-            .as_ref()
-            .and_then(|p| match (&p.state.status, &p.state.assigned_hub) {
-                (RegistrationStatus::Assigned, Some(hub)) => Some(Previous {
-                    hub,
-                    initial_hub: p.initial_hub.as_ref(),
-                    substatus: p.state.substatus,
-                }),
-                _ => None,
-            });
-        let decision = dps_core::reprovision(prev, reprovision, req.legacy_api, &proposed);
-        let Some(auth) = auth else {
-            return Ok(failed(
-                record,
-                500_001,
-                "the enrollment has no symmetric key".into(),
-            ));
-        };
-        let device = HubDevice {
-            hub: decision.hub.clone(),
-            device_id,
-            registration_id: rid.clone(),
-            auth,
-            capabilities,
-            initial_twin: twin,
-            reset_twin: decision.reset_data,
-            previous_hub: prev.map(|p| p.hub.clone()).filter(|h| *h != decision.hub),
-        };
-        if let Err(e) = self.hubs.provision(device).await {
-            let code = match e {
-                HubError::Unauthorized(_) => 400_209,
-                _ => 500_002,
-            };
-            return Ok(failed(record, code, e.to_string()));
-        }
-        record.state.status = RegistrationStatus::Assigned;
-        record.state.assigned_hub = Some(decision.hub.clone());
-        record.state.substatus = Some(decision.substatus);
-        // Without custom allocation the device's own payload is returned to it.
-        record.state.payload = req.payload.clone().filter(|p| !p.is_null());
-        record.initial_hub.get_or_insert(decision.hub);
-        Ok(record)
-    }
-
     /// Answers a device's poll. The device must present a credential that its enrollment still
     /// accepts, and the operation must be its own.
     pub async fn operation_status(
@@ -286,13 +173,4 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
             .map(|r| r.state)
             .ok_or(Rejection::RegistrationNotFound)
     }
-}
-
-fn failed(mut record: RegistrationRecord, code: u32, message: String) -> RegistrationRecord {
-    record.state.status = RegistrationStatus::Failed;
-    record.state.error_code = Some(code);
-    record.state.error_message = Some(message);
-    record.state.assigned_hub = None;
-    record.state.substatus = None;
-    record
 }

@@ -46,6 +46,7 @@
 //!     credential: DeviceCredential::Sas(&token),
 //!     payload: None,
 //!     legacy_api: false,
+//!     source: None,
 //! }))
 //! .unwrap();
 //! assert_eq!(op.status, RegistrationStatus::Assigned);
@@ -53,11 +54,14 @@
 //! ```
 
 pub mod admin;
+mod allocate;
+mod assign;
 mod auth;
 mod config;
 mod device;
 mod env;
 mod hubs;
+mod provision;
 
 use std::collections::HashMap;
 use std::sync::Arc;

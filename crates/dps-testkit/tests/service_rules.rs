@@ -64,6 +64,7 @@ fn register(svc: &Svc, scope: &str, rid: &str, token: &str) -> Result<Operation,
         credential: DeviceCredential::Sas(token),
         payload: None,
         legacy_api: false,
+        source: None,
     }))
 }
 
@@ -157,6 +158,7 @@ fn bad_credentials_are_refused() {
         credential: DeviceCredential::None,
         payload: None,
         legacy_api: false,
+        source: None,
     }));
     assert!(matches!(none, Err(Rejection::Unauthorized(_))));
     assert_eq!(

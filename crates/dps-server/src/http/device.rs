@@ -40,6 +40,7 @@ pub(crate) async fn handle<S: Store, H: HubRegistry>(
                     credential: credential(ctx)?,
                     payload: body.payload,
                     legacy_api: version.is_legacy_sticky(),
+                    source: None,
                 })
                 .await?;
             Ok(Reply::json(

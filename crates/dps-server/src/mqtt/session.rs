@@ -344,6 +344,7 @@ async fn request<S: Store, H: HubRegistry, IO: AsyncRead + AsyncWrite + Unpin>(
                         credential,
                         payload: body.payload,
                         legacy_api: d.legacy_api,
+                        source: None,
                     })
                     .await?;
                 let json = serde_json::to_vec(&RegistrationOperationStatus::accepted(&op))
