@@ -5,10 +5,13 @@
 //! * [`sas`]: Shared Access Signature tokens as the Azure IoT SDKs send them (device
 //!   registration tokens and service API tokens), symmetric keys with precomputed HMAC state,
 //!   and enrollment-group key derivation.
+//! * [`x509`]: X.509 device chains: the registration ID from the leaf's CN, individual
+//!   enrollments by certificate thumbprint, groups by a verified path to their signing
+//!   certificate, each refusal a typed [`x509::ChainError`]; certificate `info` for the
+//!   service API.
 //! * [`ct_eq`]: a constant-time byte comparison for other crates that compare secrets.
 //!
-//! X.509 chain checks (`x509`) and the TPM nonce challenge (`tpm`) will live here too, as
-//! sibling modules.
+//! The TPM nonce challenge (`tpm`) will live here too, as a sibling module.
 //!
 //! # What it deliberately does not do
 //!
@@ -39,6 +42,7 @@
 //! ```
 
 pub mod sas;
+pub mod x509;
 
 use subtle::ConstantTimeEq;
 
