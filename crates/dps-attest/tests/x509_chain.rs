@@ -1,6 +1,8 @@
 //! X.509 chain checks against real certificates made with rcgen: root -> intermediate ->
 //! device, RSA-2048 and ECDSA P-256, and one certificate per `ChainError` variant.
 
+#![allow(clippy::unwrap_used)]
+
 use dps_attest::x509::{
     CertInfo, ChainError, DeviceChain, decode_uploaded, sha256, verification_code, verify_group,
     verify_individual, verify_proof_of_possession,
