@@ -43,6 +43,36 @@ use tokio_rustls::TlsAcceptor;
 pub use http::router;
 pub use mqtt::serve_mqtt;
 
+/// What the front end knows about the client of a connection: its address and the certificate
+/// chain it presented in TLS (empty when it presented none). [`serve`] puts it in every
+/// request's extensions; the device API uses it as the X.509 credential and the source address.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: Option<std::net::SocketAddr>,
+    /// The presented chain, leaf first.
+    pub certs: Arc<[rustls_pki_types::CertificateDer<'static>]>,
+}
+
+impl Peer {
+    /// Reads the peer of an accepted TLS connection.
+    pub fn of_tls<IO>(
+        addr: std::net::SocketAddr,
+        conn: &tokio_rustls::server::TlsStream<IO>,
+    ) -> Self {
+        let certs = conn
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default();
+        Self {
+            addr: Some(addr),
+            certs,
+        }
+    }
+}
+
 /// How long a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's headers.
@@ -79,7 +109,7 @@ pub async fn serve<S: Store, H: HubRegistry>(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -93,6 +123,14 @@ pub async fn serve<S: Store, H: HubRegistry>(
                     return;
                 }
             };
+            let client = Peer::of_tls(peer, &tls);
+            let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                app,
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(client.clone());
+                    req
+                },
+            ));
             let mut builder = auto::Builder::new(TokioExecutor::new());
             // Slow or silent clients cannot hold a connection open forever.
             builder

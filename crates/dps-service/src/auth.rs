@@ -1,6 +1,7 @@
 //! Device authentication: which enrollment accepts a device's SAS token. An individual
 //! enrollment decides alone; otherwise the symmetric-key groups are searched with their keys
-//! decoded once per store snapshot, the device's previous group first.
+//! decoded once per store snapshot, the device's previous group first. X.509 chains are
+//! checked in `x509_auth`.
 
 use dps_attest::sas::{self, SasError, SasToken, SigningKey};
 use dps_store::Store;
@@ -22,9 +23,16 @@ pub(crate) enum Matched {
 
 impl Matched {
     /// The credential the device's hub identity gets: the enrollment's keys, or the keys
-    /// derived from the group's keys for this device.
+    /// derived from the group's keys for this device; for X.509, the certificate thumbprints
+    /// (individual) or CA-signed authentication (group).
     pub(crate) fn hub_auth(&self) -> Option<HubAuth> {
         match self {
+            Matched::Individual(e) if e.attestation.kind() == AttestationKind::X509 => {
+                crate::x509_auth::hub_auth(&e.attestation, false)
+            }
+            Matched::Group(g, _) if g.attestation.kind() == AttestationKind::X509 => {
+                crate::x509_auth::hub_auth(&g.attestation, true)
+            }
             Matched::Individual(e) => {
                 let s = e.attestation.symmetric_key()?;
                 let primary = s.primary_key.clone()?;
@@ -42,7 +50,10 @@ impl Matched {
 
     /// How the device attested.
     pub(crate) fn attestation_kind(&self) -> AttestationKind {
-        AttestationKind::SymmetricKey
+        match self {
+            Matched::Individual(e) => e.attestation.kind(),
+            Matched::Group(g, _) => g.attestation.kind(),
+        }
     }
 }
 
@@ -73,8 +84,14 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         credential: DeviceCredential<'_>,
         hint: Option<&EnrollmentGroupId>,
     ) -> Result<Matched, Rejection> {
-        let DeviceCredential::Sas(text) = credential else {
-            return Err(Rejection::Unauthorized("no credential presented".into()));
+        let text = match credential {
+            DeviceCredential::Sas(text) => text,
+            DeviceCredential::X509(chain) => {
+                return self.authenticate_x509(scope, rid, chain).await;
+            }
+            DeviceCredential::None => {
+                return Err(Rejection::Unauthorized("no credential presented".into()));
+            }
         };
         let token = SasToken::parse(text).map_err(unauthorized)?;
         let now = self.now_unix();

@@ -86,6 +86,29 @@ pub struct ScopeConfig {
     pub hubs: HubSet,
     /// Shared access policies.
     pub policies: Vec<AccessPolicy>,
+    /// CA certificates that X.509 groups may name in `caReferences`.
+    pub cas: Vec<ScopeCa>,
+}
+
+/// A CA certificate registered on a scope, as Azure's DPS resource holds them
+/// (`certificates/{name}`): groups refer to it by name; only a verified CA may be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeCa {
+    /// The name `caReferences` use (matched case-insensitively).
+    pub name: String,
+    /// The certificate (a root or an intermediate).
+    pub der: rustls_pki_types::CertificateDer<'static>,
+    /// Whether possession of its private key has been proven (or the operator vouched for it).
+    pub verified: bool,
+}
+
+impl ScopeConfig {
+    /// The verified CA registered under `name`.
+    pub fn verified_ca(&self, name: &str) -> Option<&ScopeCa> {
+        self.cas
+            .iter()
+            .find(|c| c.verified && c.name.eq_ignore_ascii_case(name))
+    }
 }
 
 impl ScopeConfig {
@@ -97,6 +120,7 @@ impl ScopeConfig {
             allocation_policy: AllocationPolicy::Hashed,
             hubs: HubSet::default(),
             policies: Vec::new(),
+            cas: Vec::new(),
         }
     }
 }

@@ -7,6 +7,7 @@ use dps_types::{
     AttestationKind, DeviceRegistrationState, EnrollmentGroupId, Operation, OperationId,
     RegistrationId, RegistrationStatus, Rejection, Timestamp,
 };
+use rustls_pki_types::CertificateDer;
 use serde_json::Value;
 
 use crate::auth::Matched;
@@ -19,7 +20,10 @@ use crate::{Service, meter, store_err};
 pub enum DeviceCredential<'a> {
     /// A SAS token (`Authorization` header, MQTT password, SASL PLAIN password).
     Sas(&'a str),
-    /// Nothing (X.509 devices authenticate in TLS; not supported yet).
+    /// The certificate chain the client presented in the TLS handshake, leaf first (the
+    /// handshake proved it holds the leaf's key; whether an enrollment trusts it is ours).
+    X509(&'a [CertificateDer<'a>]),
+    /// Nothing.
     None,
 }
 
@@ -87,14 +91,28 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
                 state.status = RegistrationStatus::Disabled;
                 RegistrationCommit {
                     record: None,
-                    operation: self.operation(operation_id, &rid, state, group_id, now),
+                    operation: self.operation(
+                        operation_id,
+                        &rid,
+                        state,
+                        group_id,
+                        matched.attestation_kind(),
+                        now,
+                    ),
                     meter: Some(meter::DEVICE_REGISTRATION),
                 }
             } else {
                 let record = self
                     .assign(scope, &rid, &matched, &req, previous, state)
                     .await?;
-                let op = self.operation(operation_id, &rid, record.state.clone(), group_id, now);
+                let op = self.operation(
+                    operation_id,
+                    &rid,
+                    record.state.clone(),
+                    group_id,
+                    record.attestation,
+                    now,
+                );
                 RegistrationCommit {
                     record: Some(record),
                     operation: op,
@@ -115,6 +133,7 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         rid: &RegistrationId,
         state: DeviceRegistrationState,
         enrollment_group_id: Option<EnrollmentGroupId>,
+        attestation: AttestationKind,
         now: Timestamp,
     ) -> Operation {
         Operation {
@@ -123,7 +142,7 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
             status: state.status,
             registration_state: state,
             enrollment_group_id,
-            attestation: AttestationKind::SymmetricKey,
+            attestation,
             created: now,
         }
     }

@@ -18,6 +18,17 @@ pub enum HubAuth {
         /// Secondary key.
         secondary: Option<SymmetricKey>,
     },
+    /// X.509 self-signed authentication pinned to certificate thumbprints (IoT Hub's
+    /// `selfSigned` type with `x509Thumbprint`): an individual enrollment's certificates.
+    X509Thumbprint {
+        /// Upper-case hex SHA-256 thumbprint of the primary certificate.
+        primary: String,
+        /// Thumbprint of the secondary certificate.
+        secondary: Option<String>,
+    },
+    /// X.509 CA-signed authentication (IoT Hub's `certificateAuthority` type): the device
+    /// presents its chain to the hub, which trusts the CA. Group members get this.
+    CertificateAuthority,
 }
 
 impl HubAuth {
@@ -25,6 +36,8 @@ impl HubAuth {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::SymmetricKey { .. } => "sas",
+            Self::X509Thumbprint { .. } => "selfSigned",
+            Self::CertificateAuthority => "certificateAuthority",
         }
     }
 }

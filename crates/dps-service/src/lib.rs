@@ -62,6 +62,7 @@ mod device;
 mod env;
 mod hubs;
 mod provision;
+mod x509_auth;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,7 +70,7 @@ use std::sync::Arc;
 use dps_store::{Store, StoreError};
 use dps_types::Rejection;
 
-pub use config::{AccessPolicy, Right, ScopeConfig};
+pub use config::{AccessPolicy, Right, ScopeCa, ScopeConfig};
 pub use device::{DeviceCredential, RegisterRequest};
 pub use env::{Clock, Entropy, OsEntropy, SystemClock};
 pub use hubs::{HubAuth, HubDevice, HubError, HubRegistry};

@@ -103,6 +103,29 @@ pub struct TpmAttestation {
     pub storage_root_key: Option<String>,
 }
 
+/// What the service derives from an uploaded certificate (`info`); all members are required on
+/// the wire (.NET v1 throws when the validity or version is missing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct X509CertificateInfo {
+    /// Subject DN, most specific first (`CN=dev-1, O=Contoso`).
+    pub subject_name: String,
+    /// Upper-case hex SHA-1 of the DER.
+    pub sha1_thumbprint: String,
+    /// Upper-case hex SHA-256 of the DER.
+    pub sha256_thumbprint: String,
+    /// Issuer DN.
+    pub issuer_name: String,
+    /// Start of validity.
+    pub not_before_utc: crate::Timestamp,
+    /// End of validity.
+    pub not_after_utc: crate::Timestamp,
+    /// Serial number, upper-case hex.
+    pub serial_number: String,
+    /// X.509 version (3 for any modern certificate).
+    pub version: u8,
+}
+
 /// One certificate of an X.509 attestation: the certificate as uploaded (never returned) and
 /// the `info` the service derives from it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -155,6 +178,23 @@ pub struct X509Attestation {
     pub ca_references: Option<X509CaReferences>,
 }
 
+impl X509Certificates {
+    /// The certificates that are set, primary first.
+    pub fn iter(&self) -> impl Iterator<Item = &X509CertificateWithInfo> {
+        self.primary.iter().chain(self.secondary.iter())
+    }
+}
+
+impl X509CaReferences {
+    /// The names that are set, primary first.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.primary
+            .iter()
+            .chain(self.secondary.iter())
+            .map(String::as_str)
+    }
+}
+
 impl X509Attestation {
     fn members(&self) -> usize {
         usize::from(self.client_certificates.is_some())
@@ -200,6 +240,21 @@ impl AttestationMechanism {
     pub fn symmetric_key(&self) -> Option<&SymmetricKeyAttestation> {
         match self {
             Self::SymmetricKey(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// A copy without uploaded certificates (their `info` kept), symmetric keys untouched: what
+    /// the attestation-mechanism call returns, since the service never returns a certificate.
+    pub fn without_certificates(&self) -> Self {
+        match self {
+            Self::X509(_) => self.masked(),
+            other => other.clone(),
+        }
+    }
+    /// The X.509 attestation, if that is the kind.
+    pub fn x509(&self) -> Option<&X509Attestation> {
+        match self {
+            Self::X509(x) => Some(x),
             _ => None,
         }
     }

@@ -35,7 +35,8 @@ pub mod time;
 
 pub use attestation::{
     AttestationKind, AttestationMechanism, KeyError, SymmetricKey, SymmetricKeyAttestation,
-    TpmAttestation, X509Attestation, X509CaReferences, X509CertificateWithInfo, X509Certificates,
+    TpmAttestation, X509Attestation, X509CaReferences, X509CertificateInfo,
+    X509CertificateWithInfo, X509Certificates,
 };
 pub use enrollment::{
     AllocationPolicy, CustomAllocationDefinition, DeviceCapabilities, EnrollmentGroup,

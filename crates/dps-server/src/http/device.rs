@@ -9,9 +9,12 @@ use dps_types::Rejection;
 
 use super::{Ctx, Reply};
 
+/// The device's credential: a SAS token in `Authorization`, else the TLS client chain (X.509
+/// devices send no `Authorization`), else none.
 fn credential<'a>(ctx: &'a Ctx<'_>) -> Result<DeviceCredential<'a>, Rejection> {
     match ctx.header("authorization") {
         Ok(Some(v)) => Ok(DeviceCredential::Sas(v)),
+        Ok(None) if !ctx.peer.certs.is_empty() => Ok(DeviceCredential::X509(&ctx.peer.certs)),
         Ok(None) => Ok(DeviceCredential::None),
         Err(_) => Err(Rejection::Unauthorized(
             "authorization header is not ASCII".into(),
@@ -40,7 +43,7 @@ pub(crate) async fn handle<S: Store, H: HubRegistry>(
                     credential: credential(ctx)?,
                     payload: body.payload,
                     legacy_api: version.is_legacy_sticky(),
-                    source: None,
+                    source: ctx.peer.addr.map(|a| a.ip()),
                 })
                 .await?;
             Ok(Reply::json(

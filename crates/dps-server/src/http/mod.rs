@@ -98,6 +98,8 @@ pub(crate) struct Ctx<'a> {
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
     pub body: Bytes,
+    /// The connection's client (address, TLS certificates).
+    pub peer: crate::Peer,
 }
 
 impl Ctx<'_> {
@@ -185,6 +187,11 @@ async fn dispatch<S: Store, H: HubRegistry>(
         headers: &parts.headers,
         query: parts.uri.query(),
         body,
+        peer: parts
+            .extensions
+            .get::<crate::Peer>()
+            .cloned()
+            .unwrap_or_default(),
     };
     if route.is_device() {
         device::handle(svc, route, &ctx).await

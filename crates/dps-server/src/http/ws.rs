@@ -34,19 +34,28 @@ pub(crate) async fn upgrade<S: Store, H: HubRegistry>(
     req: Request,
 ) -> Response {
     let (mut parts, _) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<crate::Peer>()
+        .cloned()
+        .unwrap_or_default();
     match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws
             .protocols(["mqtt", "MQTT"])
             .max_message_size(MAX_WS_MESSAGE)
-            .on_upgrade(move |socket| bridge(socket, svc))
+            .on_upgrade(move |socket| bridge(socket, svc, peer))
             .into_response(),
         Err(rejection) => rejection.into_response(),
     }
 }
 
-async fn bridge<S: Store, H: HubRegistry>(socket: WebSocket, svc: Service<S, H>) {
+async fn bridge<S: Store, H: HubRegistry>(
+    socket: WebSocket,
+    svc: Service<S, H>,
+    peer: crate::Peer,
+) {
     let (ours, theirs) = tokio::io::duplex(MAX_WS_MESSAGE);
-    let session = tokio::spawn(async move { crate::mqtt::serve_stream(theirs, &svc).await });
+    let session = tokio::spawn(async move { crate::mqtt::serve_stream(theirs, &svc, peer).await });
     let (mut from_session, mut to_session) = tokio::io::split(ours);
     let (mut sink, mut stream) = socket.split();
     let mut buf = BytesMut::with_capacity(4096);

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use session::{CONNECT_TIMEOUT, MAX_IDLE, MAX_UNKNOWN_TOPICS, REFUSED_LINGER, WRITE_TIMEOUT};
 
-use crate::{DRAIN_TIMEOUT, HANDSHAKE_TIMEOUT};
+use crate::{DRAIN_TIMEOUT, HANDSHAKE_TIMEOUT, Peer};
 
 /// Most concurrent MQTT connections; further ones are closed at once.
 pub const MAX_CONNECTIONS: usize = 10_000;
@@ -34,7 +34,7 @@ pub async fn serve_mqtt<S: Store, H: HubRegistry>(
     loop {
         tokio::select! {
             r = listener.accept() => {
-                let (tcp, peer) = match r {
+                let (tcp, addr) = match r {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(error = %e, "mqtt accept failed");
@@ -43,7 +43,7 @@ pub async fn serve_mqtt<S: Store, H: HubRegistry>(
                     }
                 };
                 if sessions.len() >= MAX_CONNECTIONS {
-                    tracing::warn!(%peer, "mqtt connection limit reached; closing");
+                    tracing::warn!(peer = %addr, "mqtt connection limit reached; closing");
                     continue;
                 }
                 let _ = tcp.set_nodelay(true);
@@ -53,7 +53,8 @@ pub async fn serve_mqtt<S: Store, H: HubRegistry>(
                         Ok(Ok(s)) => s,
                         _ => return,
                     };
-                    serve_stream(tls, &svc).await;
+                    let peer = Peer::of_tls(addr, &tls);
+                    serve_stream(tls, &svc, peer).await;
                 });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
@@ -72,7 +73,8 @@ pub async fn serve_mqtt<S: Store, H: HubRegistry>(
 pub(crate) async fn serve_stream<S: Store, H: HubRegistry, IO: AsyncRead + AsyncWrite + Unpin>(
     io: IO,
     svc: &Service<S, H>,
+    peer: Peer,
 ) {
-    let end = session::run(io, svc).await;
+    let end = session::run(io, svc, peer).await;
     tracing::debug!(?end, "mqtt session ended");
 }

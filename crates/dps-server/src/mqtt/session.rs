@@ -59,6 +59,8 @@ struct Device {
     registration_id: String,
     credential: Option<String>,
     legacy_api: bool,
+    /// The TLS client chain (X.509 devices connect without a password) and address.
+    peer: crate::Peer,
 }
 
 struct Conn<IO> {
@@ -127,6 +129,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 pub(crate) async fn run<S: Store, H: HubRegistry, IO: AsyncRead + AsyncWrite + Unpin>(
     io: IO,
     svc: &Service<S, H>,
+    peer: crate::Peer,
 ) -> End {
     let mut c = Conn {
         io,
@@ -135,7 +138,7 @@ pub(crate) async fn run<S: Store, H: HubRegistry, IO: AsyncRead + AsyncWrite + U
         limits: Limits::default(),
         next_id: PacketId::MIN,
     };
-    let (device, idle) = match connect(&mut c).await {
+    let (device, idle) = match connect(&mut c, peer).await {
         Ok(d) => d,
         Err(e) => return e,
     };
@@ -239,6 +242,7 @@ async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<IO>) {
 /// Reads and answers CONNECT. Returns the device and the idle limit.
 async fn connect<IO: AsyncRead + AsyncWrite + Unpin>(
     c: &mut Conn<IO>,
+    peer: crate::Peer,
 ) -> Result<(Device, Duration), End> {
     let first = match c.read(CONNECT_TIMEOUT).await {
         Ok(p) => p,
@@ -315,6 +319,7 @@ async fn connect<IO: AsyncRead + AsyncWrite + Unpin>(
         registration_id: user.registration_id,
         credential,
         legacy_api: version.is_legacy_sticky(),
+        peer,
     };
     Ok((device, idle))
 }
@@ -327,10 +332,11 @@ async fn request<S: Store, H: HubRegistry, IO: AsyncRead + AsyncWrite + Unpin>(
     req: Request,
     payload: &[u8],
 ) -> Result<bool, End> {
-    let credential = d
-        .credential
-        .as_deref()
-        .map_or(DeviceCredential::None, DeviceCredential::Sas);
+    let credential = match d.credential.as_deref() {
+        Some(token) => DeviceCredential::Sas(token),
+        None if !d.peer.certs.is_empty() => DeviceCredential::X509(&d.peer.certs),
+        None => DeviceCredential::None,
+    };
     let retry_after = svc.options().retry_after_secs;
     let result: Result<(u16, Option<u32>, Vec<u8>), Rejection> = async {
         match &req {
@@ -344,7 +350,7 @@ async fn request<S: Store, H: HubRegistry, IO: AsyncRead + AsyncWrite + Unpin>(
                         credential,
                         payload: body.payload,
                         legacy_api: d.legacy_api,
-                        source: None,
+                        source: d.peer.addr.map(|a| a.ip()),
                     })
                     .await?;
                 let json = serde_json::to_vec(&RegistrationOperationStatus::accepted(&op))

@@ -8,6 +8,7 @@
 pub mod bulk;
 mod records;
 mod registrations;
+mod x509;
 
 use dps_attest::sas::{self, SasToken};
 use dps_store::Store;

@@ -21,6 +21,8 @@ use crate::{HubRegistry, meter, store_err};
 pub trait Record: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The JSON member holding the ID.
     const ID_FIELD: &'static str;
+    /// True for enrollment groups (which take X.509 signing certificates, not device ones).
+    const GROUP: bool;
     /// The refusal for a missing record.
     const NOT_FOUND: Rejection;
     /// Validates and case-folds a path ID.
@@ -83,9 +85,10 @@ fn mask_webhook(def: &mut Option<dps_types::CustomAllocationDefinition>) {
 }
 
 macro_rules! record_impl {
-    ($ty:ty, $idty:ty, $field:literal, $nf:expr, $idf:ident, $load:ident, $save:ident, $remove:ident, $list:ident) => {
+    ($ty:ty, $idty:ty, $field:literal, $group:literal, $nf:expr, $idf:ident, $load:ident, $save:ident, $remove:ident, $list:ident) => {
         impl Record for $ty {
             const ID_FIELD: &'static str = $field;
+            const GROUP: bool = $group;
             const NOT_FOUND: Rejection = $nf;
             fn parse_key(id: &str) -> Result<String, Rejection> {
                 <$idty>::new(id)
@@ -166,6 +169,7 @@ record_impl!(
     IndividualEnrollment,
     RegistrationId,
     "registrationId",
+    false,
     Rejection::EnrollmentNotFound,
     registration_id,
     enrollment,
@@ -177,6 +181,7 @@ record_impl!(
     EnrollmentGroup,
     EnrollmentGroupId,
     "enrollmentGroupId",
+    true,
     Rejection::GroupNotFound,
     enrollment_group_id,
     group,
@@ -285,7 +290,8 @@ impl<S: Store, H: HubRegistry> Admin<'_, S, H> {
     }
 
     /// Validates and writes a record. Returns it complete, generated keys included (only this
-    /// answer and the attestation-mechanism call ever reveal keys).
+    /// answer and the attestation-mechanism call ever reveal keys), X.509 certificates reduced
+    /// to their `info`.
     pub(crate) async fn write<R: Record>(
         &self,
         mut record: R,
@@ -297,6 +303,12 @@ impl<S: Store, H: HubRegistry> Admin<'_, S, H> {
             .await
             .map_err(store_err)?;
         self.complete_keys(&mut record, existing.as_ref())?;
+        super::x509::complete(
+            self.scope,
+            R::GROUP,
+            record.attestation_mut(),
+            existing.as_ref().map(R::attestation),
+        )?;
         let now = self.svc.clock.now();
         let created = existing.as_ref().and_then(R::created).unwrap_or(now);
         record.set_meta(Etag::new(random_guid(&*self.svc.entropy)), created, now);
@@ -316,6 +328,9 @@ impl<S: Store, H: HubRegistry> Admin<'_, S, H> {
             Err(e) => return Err(store_err(e)),
         }
         self.meter(meter::ENROLLMENT_WRITE).await?;
+        // Uploaded certificates are never returned, not even to the writer.
+        let shown = record.attestation().without_certificates();
+        *record.attestation_mut() = shown;
         Ok(record)
     }
 
@@ -361,14 +376,15 @@ impl<S: Store, H: HubRegistry> Admin<'_, S, H> {
             .ok_or(R::NOT_FOUND)
     }
 
-    /// `POST /{collection}/{id}/attestationmechanism`: the attestation with its secrets.
+    /// `POST /{collection}/{id}/attestationmechanism`: the attestation with its secrets
+    /// (symmetric keys; uploaded certificates are never returned, only their `info`).
     pub async fn attestation<R: Record>(
         &self,
         id: &str,
     ) -> Result<AttestationMechanism, Rejection> {
         let r = self.load::<R>(id).await?;
         self.meter(meter::ENROLLMENT_READ).await?;
-        Ok(r.attestation().clone())
+        Ok(r.attestation().without_certificates())
     }
 
     /// `DELETE /{collection}/{id}` with an optional `If-Match`.
