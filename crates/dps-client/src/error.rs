@@ -25,6 +25,15 @@ pub enum Error {
     /// A symmetric key (device, group or policy key) is not valid base64.
     #[error("the symmetric key is not valid base64")]
     InvalidKey,
+    /// The device's X.509 certificate or private key could not be read or parsed.
+    #[error("cannot load the device certificate or key from {origin}")]
+    Identity {
+        /// The file names, or `"memory"`.
+        origin: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
     /// The trusted CA certificate could not be read or parsed.
     #[error("cannot load the CA certificate from {origin}")]
     Ca {

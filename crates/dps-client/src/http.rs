@@ -8,7 +8,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use crate::USER_AGENT;
 use crate::endpoint::Endpoint;
 use crate::error::{AzureErrorBody, Error};
-use crate::tls::{TrustedCa, certificate_error};
+use crate::tls::{ClientIdentity, TrustedCa, certificate_error};
 
 /// `Content-Type` of every request with a body, as the Azure SDKs send it.
 pub(crate) const JSON: &str = "application/json; charset=utf-8";
@@ -75,15 +75,19 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    pub(crate) fn new(endpoint: Endpoint, ca: Option<&TrustedCa>) -> Result<Self, Error> {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        ca: Option<&TrustedCa>,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<Self, Error> {
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             // DPS never redirects; a 3xx is reported, not followed with our token.
             .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = ca {
-            builder = builder.tls_backend_preconfigured(ca.client_config()?);
+        if ca.is_some() || identity.is_some() {
+            builder = builder.tls_backend_preconfigured(crate::tls::client_config(ca, identity)?);
         }
         let client = builder.build().map_err(|e| Error::Connect {
             host: endpoint.authority().to_owned(),

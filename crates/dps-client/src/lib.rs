@@ -90,7 +90,7 @@ pub use error::Error;
 pub use service::ServiceClient;
 pub use service::{ConnectionString, ConnectionStringError};
 #[cfg(any(feature = "https", feature = "mqtt"))]
-pub use tls::TrustedCa;
+pub use tls::{ClientIdentity, TrustedCa};
 
 /// `User-Agent` of every HTTPS request and `ClientVersion` of the MQTT user name.
 pub(crate) const USER_AGENT: &str = concat!("dps-client/", env!("CARGO_PKG_VERSION"));

@@ -1,12 +1,13 @@
-//! TLS client configuration shared by the HTTPS and MQTT transports: which roots to trust, and
-//! how to recognise a certificate rustls refused.
+//! TLS client configuration shared by the HTTPS and MQTT transports: which roots to trust, the
+//! device's own certificate for X.509 attestation ([`ClientIdentity`]), and how to recognise a
+//! certificate rustls refused.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{BoxError, Error};
 
@@ -61,7 +62,7 @@ impl TrustedCa {
         Ok(certs)
     }
 
-    pub(crate) fn client_config(&self) -> Result<rustls::ClientConfig, Error> {
+    fn roots(&self) -> Result<rustls::RootCertStore, Error> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in self.certificates()? {
             roots.add(cert).map_err(|e| Error::Ca {
@@ -69,38 +70,110 @@ impl TrustedCa {
                 source: e.into(),
             })?;
         }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Ca {
-                origin: self.origin(),
-                source: e.into(),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(config)
+        Ok(roots)
     }
 }
 
-/// The rustls configuration of a transport that does its own TLS (MQTT): only `ca` when given,
-/// else the platform's verifier, as reqwest uses for HTTPS. aws-lc-rs, TLS 1.2 and 1.3.
-#[cfg(feature = "mqtt")]
-pub(crate) fn client_config(ca: Option<&TrustedCa>) -> Result<rustls::ClientConfig, Error> {
-    use rustls_platform_verifier::BuilderVerifierExt as _;
-    if let Some(ca) = ca {
-        return ca.client_config();
+/// A device's X.509 identity: its certificate (leaf first, then any intermediates the service
+/// needs to reach the enrollment group's CA) and private key, both PEM. `Debug` never shows
+/// the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    origin: String,
+    chain_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("origin", &self.origin)
+            .field("key", &"<redacted>")
+            .finish()
     }
-    let platform = |source: rustls::Error| Error::Ca {
-        origin: "the platform trust store".into(),
+}
+
+impl ClientIdentity {
+    /// From PEM text: the certificate chain (one or more `CERTIFICATE` blocks, leaf first) and
+    /// the private key (PKCS#8, PKCS#1 or SEC1).
+    pub fn from_pem(chain_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        Self {
+            origin: "memory".into(),
+            chain_pem: chain_pem.into(),
+            key_pem: key_pem.into(),
+        }
+    }
+
+    /// Reads the chain and key PEM files.
+    pub fn from_files(
+        cert: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> Result<Self, Error> {
+        let (cert, key) = (cert.as_ref(), key.as_ref());
+        let origin = format!("{} and {}", cert.display(), key.display());
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| Error::Identity {
+                origin: origin.clone(),
+                source: e.into(),
+            })
+        };
+        Ok(Self {
+            chain_pem: read(cert)?,
+            key_pem: read(key)?,
+            origin,
+        })
+    }
+
+    /// The certificate chain, parsed, leaf first.
+    pub fn chain(&self) -> Result<Vec<CertificateDer<'static>>, Error> {
+        let certs = CertificateDer::pem_slice_iter(&self.chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.error(e.into()))?;
+        if certs.is_empty() {
+            return Err(self.error("no PEM CERTIFICATE block found".into()));
+        }
+        Ok(certs)
+    }
+
+    fn key(&self) -> Result<PrivateKeyDer<'static>, Error> {
+        PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| self.error(e.into()))
+    }
+
+    fn error(&self, source: BoxError) -> Error {
+        Error::Identity {
+            origin: self.origin.clone(),
+            source,
+        }
+    }
+}
+
+/// The rustls configuration of a transport: only `ca` when given, else the platform's verifier
+/// (as reqwest uses for HTTPS); the device's certificate when it attests with X.509.
+/// aws-lc-rs, TLS 1.2 and 1.3.
+pub(crate) fn client_config(
+    ca: Option<&TrustedCa>,
+    identity: Option<&ClientIdentity>,
+) -> Result<rustls::ClientConfig, Error> {
+    use rustls_platform_verifier::BuilderVerifierExt as _;
+    let origin = ca.map_or_else(|| "the platform trust store".into(), TrustedCa::origin);
+    let tls_error = |source: rustls::Error| Error::Ca {
+        origin: origin.clone(),
         source: source.into(),
     };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(platform)?
-        .with_platform_verifier()
-        .map_err(platform)?
-        .with_no_client_auth())
+        .map_err(tls_error)?;
+    let builder = match ca {
+        Some(ca) => builder.with_root_certificates(ca.roots()?),
+        None => builder.with_platform_verifier().map_err(tls_error)?,
+    };
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some(id) => builder
+            .with_client_auth_cert(id.chain()?, id.key()?)
+            .map_err(|e| id.error(e.into())),
+    }
 }
 
 /// The rustls error, when somewhere in the chain rustls refused the server's certificate.
@@ -132,6 +205,10 @@ mod tests {
 
     #[test]
     fn trusted_ca_errors() {
+        let id =
+            ClientIdentity::from_pem(b"no cert".to_vec(), b"-----BEGIN SECRET KEY-----".to_vec());
+        assert!(id.chain().is_err());
+        assert!(!format!("{id:?}").contains("SECRET"));
         let err = TrustedCa::Pem(b"not pem".to_vec())
             .certificates()
             .unwrap_err();

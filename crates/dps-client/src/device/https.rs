@@ -35,7 +35,7 @@ use crate::http::{HttpRequest, JSON, Transport, segment};
 pub async fn register_https(opts: RegisterOptions) -> Result<DeviceRegistrationResult, Error> {
     let endpoint = Endpoint::parse(opts.endpoint.trim())?;
     let (signer, mut flow) = opts.start()?;
-    let transport = Transport::new(endpoint, opts.ca.as_ref())?;
+    let transport = Transport::new(endpoint, opts.ca.as_ref(), opts.credential.identity())?;
     let device = Device {
         id_scope: opts.id_scope,
         registration_id: opts.registration_id,
@@ -119,7 +119,9 @@ impl Device {
                 None,
             ),
         };
-        headers.push(("authorization", token));
+        if let Some(token) = token {
+            headers.push(("authorization", token));
+        }
         HttpRequest {
             method,
             target,

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::flow::{FlowConfig, RegistrationFlow};
 use crate::error::Error;
-use crate::tls::TrustedCa;
+use crate::tls::{ClientIdentity, TrustedCa};
 
 /// The device API version sent by default.
 pub const DEFAULT_DEVICE_API_VERSION: &str = "2021-06-01";
@@ -30,6 +30,9 @@ pub enum Credential {
     /// The enrollment group's base64 key; the device key is derived from it as
     /// `HMAC-SHA256(groupKey, registrationId)`.
     GroupKey(String),
+    /// An X.509 certificate (and its chain) with its private key, presented in TLS; no token
+    /// is sent. The registration ID must be the certificate's subject CN.
+    X509(ClientIdentity),
 }
 
 impl fmt::Debug for Credential {
@@ -37,24 +40,34 @@ impl fmt::Debug for Credential {
         match self {
             Self::SymmetricKey(_) => f.write_str("SymmetricKey(<redacted>)"),
             Self::GroupKey(_) => f.write_str("GroupKey(<redacted>)"),
+            Self::X509(id) => f.debug_tuple("X509").field(id).finish(),
         }
     }
 }
 
 impl Credential {
-    /// The key that signs this device's tokens.
+    /// The key that signs this device's tokens (`None` for X.509: no tokens).
     pub(crate) fn signing_key(
         &self,
         registration_id: &RegistrationId,
-    ) -> Result<SigningKey, Error> {
+    ) -> Result<Option<SigningKey>, Error> {
         match self {
-            Self::SymmetricKey(b64) => {
-                SigningKey::from_base64(b64.trim()).map_err(|_| Error::InvalidKey)
-            }
+            Self::SymmetricKey(b64) => SigningKey::from_base64(b64.trim())
+                .map(Some)
+                .map_err(|_| Error::InvalidKey),
             Self::GroupKey(b64) => {
                 let group = SigningKey::from_base64(b64.trim()).map_err(|_| Error::InvalidKey)?;
-                Ok(derive_device_key(&group, registration_id.as_str()))
+                Ok(Some(derive_device_key(&group, registration_id.as_str())))
             }
+            Self::X509(_) => Ok(None),
+        }
+    }
+
+    /// The TLS client identity, for X.509.
+    pub(crate) fn identity(&self) -> Option<&ClientIdentity> {
+        match self {
+            Self::X509(id) => Some(id),
+            _ => None,
         }
     }
 }
@@ -178,15 +191,21 @@ pub async fn register(opts: RegisterOptions) -> Result<DeviceRegistrationResult,
 /// `skn=registration`.
 pub(crate) struct Signer {
     resource: String,
-    key: SigningKey,
+    key: Option<SigningKey>,
     lifetime: Duration,
 }
 
 impl Signer {
-    /// A token valid from `now_unix` for the configured lifetime.
-    pub(crate) fn token(&self, now_unix: u64) -> String {
+    /// A token valid from `now_unix` for the configured lifetime; `None` for X.509 devices.
+    pub(crate) fn token(&self, now_unix: u64) -> Option<String> {
         let expiry = now_unix.saturating_add(self.lifetime.as_secs());
-        generate_token(&self.resource, &self.key, expiry, Some(DEVICE_KEY_NAME))
+        let key = self.key.as_ref()?;
+        Some(generate_token(
+            &self.resource,
+            key,
+            expiry,
+            Some(DEVICE_KEY_NAME),
+        ))
     }
 }
 
@@ -219,6 +238,7 @@ mod tests {
         let rid = RegistrationId::new("sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6").unwrap();
         let key = Credential::GroupKey(group.into())
             .signing_key(&rid)
+            .unwrap()
             .unwrap();
         assert_eq!(
             key.to_base64(),
@@ -241,7 +261,7 @@ mod tests {
         );
         let (signer, flow) = opts.start().unwrap();
         assert_eq!(flow.registration_id().as_str(), "dev-1");
-        let token = signer.token(1_795_766_064);
+        let token = signer.token(1_795_766_064).unwrap();
         assert!(
             token.ends_with("&se=1795769664&skn=registration"),
             "{token}"

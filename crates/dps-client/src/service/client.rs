@@ -61,7 +61,7 @@ impl ServiceClient {
         let endpoint = Endpoint::parse(connection.host_name())?;
         let audience = endpoint.host().to_owned();
         Ok(Self {
-            transport: Transport::new(endpoint, ca.as_ref())?,
+            transport: Transport::new(endpoint, ca.as_ref(), None)?,
             connection,
             audience,
             api_version: DEFAULT_SERVICE_API_VERSION.into(),

@@ -1,9 +1,10 @@
 //! `dps register`: provision a device the way it would from the field, over HTTPS or MQTT with
-//! a SAS token made from its own key or from its enrollment group's key.
+//! a SAS token made from its own key or from its enrollment group's key, or with an X.509
+//! certificate presented in TLS (`--cert` and `--key` PEM files).
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
-use dps_client::{Credential, RegisterOptions, Transport, TrustedCa, register};
+use dps_client::{ClientIdentity, Credential, RegisterOptions, Transport, TrustedCa, register};
 use dps_types::IdScope;
 
 use super::{parse_json, registration_id};
@@ -49,14 +50,24 @@ impl From<TransportArg> for Transport {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(required = true, multiple = true)]
 struct DeviceKey {
-    /// The device's symmetric key (individual enrollment)
-    #[arg(long, value_name = "B64")]
+    /// The device's symmetric key (individual enrollment); with --cert, the PEM file of the
+    /// certificate's private key
+    #[arg(long, value_name = "B64|PEM FILE", conflicts_with = "group_key")]
     key: Option<String>,
     /// The enrollment group's key; the device key is derived from it
     #[arg(long, value_name = "B64")]
     group_key: Option<String>,
+    /// X.509: the device certificate PEM file (leaf first, then any intermediates); its
+    /// subject CN must be the registration ID
+    #[arg(
+        long,
+        value_name = "PEM FILE",
+        requires = "key",
+        conflicts_with = "group_key"
+    )]
+    cert: Option<std::path::PathBuf>,
 }
 
 /// Registers the device and prints where it was assigned.
@@ -64,10 +75,11 @@ pub async fn run(args: RegisterArgs, ca: Option<TrustedCa>, out: Output) -> Resu
     let scope =
         IdScope::new(&args.scope).with_context(|| format!("invalid --scope '{}'", args.scope))?;
     let rid = registration_id(&args.registration_id)?;
-    let credential = match (args.key.key, args.key.group_key) {
-        (Some(k), _) => Credential::SymmetricKey(k),
-        (None, Some(g)) => Credential::GroupKey(g),
-        (None, None) => bail!("pass --key or --group-key"),
+    let credential = match (args.key.cert, args.key.key, args.key.group_key) {
+        (Some(cert), Some(key), _) => Credential::X509(ClientIdentity::from_files(cert, key)?),
+        (None, Some(k), _) => Credential::SymmetricKey(k),
+        (None, None, Some(g)) => Credential::GroupKey(g),
+        _ => bail!("pass --key, --group-key, or --cert with --key"),
     };
     let mut opts = RegisterOptions::new(args.host, scope, rid.clone(), credential);
     opts.transport = args.transport.into();
@@ -159,5 +171,32 @@ mod tests {
             "amqp",
         ]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn register_with_a_certificate_needs_its_key() {
+        let base = [
+            "dps",
+            "register",
+            "--host",
+            "localhost:8443",
+            "--scope",
+            "0ne00000001",
+            "--registration-id",
+            "dev-1",
+        ];
+        let mut cert_only = base.to_vec();
+        cert_only.extend(["--cert", "dev.pem"]);
+        assert!(Cli::try_parse_from(cert_only).is_err());
+        let mut with_group = base.to_vec();
+        with_group.extend(["--cert", "dev.pem", "--key", "k.pem", "--group-key", KEY]);
+        assert!(Cli::try_parse_from(with_group).is_err());
+        let mut x509 = base.to_vec();
+        x509.extend(["--cert", "dev.pem", "--key", "dev-key.pem"]);
+        let Command::Register(args) = Cli::try_parse_from(x509).unwrap().command else {
+            panic!("not register");
+        };
+        assert_eq!(args.key.cert, Some(PathBuf::from("dev.pem")));
+        assert_eq!(args.key.key.as_deref(), Some("dev-key.pem"));
     }
 }

@@ -160,6 +160,17 @@ impl Connection {
     /// the DPS user name with `api_version` and this crate's user agent, `sas_token` as the
     /// password. `now` is when the connection was established.
     pub fn new(flow: RegistrationFlow, api_version: &str, sas_token: String, now: Instant) -> Self {
+        Self::with_password(flow, api_version, Some(sas_token), now)
+    }
+
+    /// As [`Connection::new`], with the password optional: X.509 devices authenticate with
+    /// their TLS client certificate and send no password.
+    pub fn with_password(
+        flow: RegistrationFlow,
+        api_version: &str,
+        sas_token: Option<String>,
+        now: Instant,
+    ) -> Self {
         let username = Username {
             id_scope: flow.id_scope().to_string(),
             registration_id: flow.registration_id().to_string(),
@@ -171,7 +182,7 @@ impl Connection {
             clean_session: true,
             keep_alive: u16::try_from(KEEP_ALIVE.as_secs()).unwrap_or(u16::MAX),
             username: Some(username.to_string()),
-            password: Some(sas_token.into_bytes()),
+            password: sas_token.map(String::into_bytes),
             will: None,
         };
         Self {

@@ -55,7 +55,10 @@ pub async fn register_mqtt(opts: RegisterOptions) -> Result<DeviceRegistrationRe
     let (signer, mut flow) = opts.start()?;
     let dialer = Dialer {
         port: endpoint.port().unwrap_or(DEFAULT_PORT),
-        tls: TlsConnector::from(Arc::new(tls::client_config(opts.ca.as_ref())?)),
+        tls: TlsConnector::from(Arc::new(tls::client_config(
+            opts.ca.as_ref(),
+            opts.credential.identity(),
+        )?)),
         endpoint,
     };
     let host = dialer.name();
@@ -72,7 +75,8 @@ pub async fn register_mqtt(opts: RegisterOptions) -> Result<DeviceRegistrationRe
         }
         let stream = dialer.connect().await?;
         let now = Instant::now();
-        let conn = Connection::new(flow, &opts.api_version, signer.token(unix_now()), now);
+        let conn =
+            Connection::with_password(flow, &opts.api_version, signer.token(unix_now()), now);
         let (conn, end, detail) = drive(conn, stream).await?;
         let end = match end {
             End::Finished(outcome) => return finish(outcome, last_loss),
