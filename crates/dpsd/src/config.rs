@@ -118,6 +118,8 @@ pub struct Scope {
     pub hubs: Vec<Hub>,
     #[serde(default, rename = "policy")]
     pub policies: Vec<Policy>,
+    #[serde(default, rename = "ca", skip_serializing_if = "Vec::is_empty")]
+    pub cas: Vec<crate::ca::ScopeCaConfig>,
 }
 
 fn default_host() -> String {
@@ -172,6 +174,10 @@ impl Config {
             rebase(&mut t.cert);
             rebase(&mut t.key);
         }
+        cfg.scopes
+            .iter_mut()
+            .flat_map(|s| s.cas.iter_mut())
+            .for_each(|c| c.rebase(base));
         if cfg.scopes.is_empty() {
             bail!("{}: at least one [[scope]] is required", path.display());
         }
@@ -200,6 +206,7 @@ pub fn dev_scope(data_dir: &Path) -> Result<Scope> {
             allocation_weight: 1,
             apply_allocation_policy: true,
         }],
+        cas: Vec::new(),
         policies: vec![Policy {
             name: "provisioningserviceowner".into(),
             primary_key: base64::engine::general_purpose::STANDARD.encode(key),

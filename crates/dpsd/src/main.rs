@@ -4,6 +4,7 @@
 //! `dpsd` with no arguments runs a development instance: one scope, one in-process linked hub,
 //! a dev CA and server certificate and a service key generated under `./dps-data`.
 
+mod ca;
 mod config;
 mod devca;
 mod store;
@@ -350,6 +351,7 @@ mod scopes {
             })
             .collect::<Result<Vec<_>>>()?;
         sc.hubs = dps_alloc::HubSet::new(hubs);
+        sc.cas = crate::ca::load_all(&s.cas, crate::ca::unix_now())?;
         for p in &s.policies {
             let key =
                 |k: &str| SigningKey::from_base64(k).map_err(|e| anyhow!("policy {}: {e}", p.name));
