@@ -17,6 +17,7 @@
 //! ```
 
 pub mod conformance;
+pub mod pki;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
