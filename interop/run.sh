@@ -5,7 +5,8 @@
 #
 # Starts DPSD_BINARY with a throw-away config (memory storage, dev CA, one id
 # scope with two hubs, HTTPS and MQTT listening on 127.0.0.1 only), runs each
-# interop script (default: service-crud.js device-http.js device-mqtt.js) with
+# interop script (default: service-crud.js device-http.js device-mqtt.js
+# device-x509.js) with
 # NODE_EXTRA_CA_CERTS pointing at dpsd's dev CA, checks that dpsd stops cleanly
 # on SIGTERM, and ends with
 #
@@ -25,7 +26,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 
@@ -40,7 +41,7 @@ fi
 if [[ $# -gt 0 ]]; then
   scripts=("$@")
 else
-  scripts=(service-crud.js device-http.js device-mqtt.js)
+  scripts=(service-crud.js device-http.js device-mqtt.js device-x509.js)
 fi
 for s in "${scripts[@]}"; do
   if [[ ! -f "$here/$s" ]]; then
@@ -225,6 +226,9 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/dps-interop.XXXXXX")"
 data="$work/data"
 mkdir -p "$data"
 config="$work/dpsd.toml"
+pki="$work/x509"
+# The X.509 test PKI (Node crypto only); its root is the scope's verified CA.
+node "$here/x509-pki.js" "$pki"
 log="$work/dpsd.log"
 ca="$data/dev-ca.pem"
 
@@ -259,6 +263,11 @@ host_name = "hub-b.example.net"
 name = "${policy_name}"
 primary_key = "${policy_key}"
 rights = ["ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"]
+
+[[scope.ca]]
+name = "interop-root"
+pem = "${pki}/root.pem"
+verified = true
 EOF
 
 echo "interop: starting $dpsd --config $config (https 127.0.0.1:$port, mqtt 127.0.0.1:$mqtt_port)"
@@ -314,6 +323,7 @@ export DPS_POLICY_NAME="$policy_name"
 export DPS_POLICY_KEY="$policy_key"
 export DPS_HUBS="$hubs"
 export NODE_EXTRA_CA_CERTS="$ca"
+export DPS_X509_DIR="$pki"
 
 for s in "${scripts[@]}"; do
   if ! dpsd_running; then
