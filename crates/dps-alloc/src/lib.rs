@@ -169,6 +169,7 @@
 //! [`Static`] returns the single named hub ([`AllocError::StaticNeedsOneHub`] otherwise), whether
 //! or not it takes part in hashing. A custom policy implements [`Allocator`]; see its docs.
 
+mod cidr;
 mod latency;
 mod policy;
 mod score;
@@ -181,6 +182,7 @@ use std::sync::Arc;
 
 use dps_types::{AllocationPolicy, HubHostName};
 
+pub use cidr::{Cidr, CidrError, SourceRegions};
 pub use latency::{LatencyMap, LowestLatencyConfig, Tolerance};
 pub use policy::{Allocator, Hashed, HashedConfig, LowestLatency, Static};
 pub use set::{HubSet, HubSetBuilder};
