@@ -21,6 +21,8 @@ pub struct Config {
     pub service: ServiceSection,
     #[serde(default, rename = "scope")]
     pub scopes: Vec<Scope>,
+    #[serde(default)]
+    pub allocation: crate::alloc_config::AllocationSection,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -118,6 +120,8 @@ pub struct Scope {
     pub hubs: Vec<Hub>,
     #[serde(default, rename = "policy")]
     pub policies: Vec<Policy>,
+    #[serde(default)]
+    pub custom_allocation: Option<crate::alloc_config::CustomAllocationSection>,
 }
 
 fn default_host() -> String {
@@ -135,6 +139,9 @@ pub struct Hub {
     pub allocation_weight: u32,
     #[serde(default = "yes")]
     pub apply_allocation_policy: bool,
+    /// The hub's region, for lowest latency.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 fn one() -> u32 {
@@ -172,6 +179,7 @@ impl Config {
             rebase(&mut t.cert);
             rebase(&mut t.key);
         }
+        crate::alloc_config::rebase(&mut cfg, base);
         if cfg.scopes.is_empty() {
             bail!("{}: at least one [[scope]] is required", path.display());
         }
@@ -199,6 +207,7 @@ pub fn dev_scope(data_dir: &Path) -> Result<Scope> {
             host_name: "dev-hub.localhost".into(),
             allocation_weight: 1,
             apply_allocation_policy: true,
+            region: None,
         }],
         policies: vec![Policy {
             name: "provisioningserviceowner".into(),
@@ -214,6 +223,7 @@ pub fn dev_scope(data_dir: &Path) -> Result<Scope> {
             .map(String::from)
             .to_vec(),
         }],
+        custom_allocation: None,
     };
     crate::devca::write_private(&path, toml::to_string(&scope)?.as_bytes())?;
     Ok(scope)
