@@ -127,11 +127,12 @@ pub async fn round(targets: &[Target], cfg: &ProbeSection, state: &mut State) ->
         let mut config = t.base.clone();
         config.latency = latency;
         let hubs = t.hubs.clone();
-        let hashed = t.shared.load().hashed_config();
+        let previous = t.shared.load();
         let built = tokio::task::spawn_blocking(move || {
             HubSet::builder(hubs)
-                .hashed(hashed)
+                .hashed(previous.hashed_config())
                 .lowest_latency(config)
+                .reusing(&previous)
                 .build()
         })
         .await;
