@@ -38,8 +38,9 @@ pub struct WebhookConfig {
     pub retry_initial: Duration,
     /// Added to the wait before each further retry (default 9 s).
     pub retry_increment: Duration,
-    /// Budget of the whole call, retries included: no retry starts that would end after it
-    /// (default 60 s; the device waits on its registration request meanwhile).
+    /// Budget of the whole call, retries included: no retry starts after it, and the last
+    /// attempt is cut short at it (default 60 s; the device waits on its registration request
+    /// meanwhile, so Azure's full schedule of about 7 minutes does not fit).
     pub deadline: Duration,
     /// Trusted in addition to the platform's roots (e.g. a private CA).
     pub extra_roots: Vec<CertificateDer<'static>>,
@@ -169,13 +170,15 @@ impl WebhookAllocator {
         let start = tokio::time::Instant::now();
         let mut retry = 0;
         loop {
-            let transient = match self.attempt(parsed.clone(), body.clone()).await {
+            // The last attempt gets what is left of the budget.
+            let left = self.config.deadline.saturating_sub(start.elapsed());
+            let limit = self.config.timeout.min(left).max(Duration::from_millis(1));
+            let transient = match self.attempt(parsed.clone(), body.clone(), limit).await {
                 Attempt::Done(result) => return result,
                 Attempt::Transient(why) => why,
             };
             let wait = self.config.retry_delay(retry);
-            let next_ends = start.elapsed() + wait + self.config.timeout;
-            if retry >= self.config.retries || next_ends > self.config.deadline {
+            if retry >= self.config.retries || start.elapsed() + wait >= self.config.deadline {
                 return Err(failed(format!(
                     "{transient} (gave up after {} attempts in {} ms)",
                     retry + 1,
@@ -187,10 +190,11 @@ impl WebhookAllocator {
         }
     }
 
-    async fn attempt(&self, url: reqwest::Url, body: Vec<u8>) -> Attempt {
+    async fn attempt(&self, url: reqwest::Url, body: Vec<u8>, limit: Duration) -> Attempt {
         let sent = self
             .client
             .post(url)
+            .timeout(limit)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::ACCEPT, "application/json")
             .body(body)

@@ -287,3 +287,38 @@ async fn malformed_answers_untrusted_servers_and_plain_http_fail() {
     assert!(e.to_string().contains("not https"), "{e}");
     assert!(!e.to_string().contains("s3cret"), "{e}");
 }
+
+#[tokio::test]
+async fn the_overall_budget_stops_retries_and_cuts_the_last_attempt() {
+    let s = server(vec![(503, "{}".into(), Duration::ZERO)]).await;
+    let mut c = WebhookConfig::default()
+        .with_extra_roots_pem(s.ca_pem.as_bytes())
+        .unwrap();
+    c.retry_initial = Duration::from_millis(50);
+    c.retry_increment = Duration::from_millis(50);
+    c.deadline = Duration::from_millis(400);
+    let t = Instant::now();
+    let e = WebhookAllocator::new(c.clone())
+        .unwrap()
+        .allocate(&request(&s.url))
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_code(), 400_207);
+    // Attempts at about 0, 50, 150 and 300 ms; the next wait would end past 400 ms.
+    let n = s.requests.lock().unwrap().len();
+    assert!((2..=4).contains(&n), "{n} attempts");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+
+    // A webhook slower than the whole budget is cut at the budget, not at the attempt timeout.
+    let s = server(vec![(200, OK.into(), Duration::from_secs(10))]).await;
+    let mut c = c.with_extra_roots_pem(s.ca_pem.as_bytes()).unwrap();
+    c.timeout = Duration::from_secs(30);
+    let t = Instant::now();
+    let e = WebhookAllocator::new(c)
+        .unwrap()
+        .allocate(&request(&s.url))
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_code(), 400_207);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
