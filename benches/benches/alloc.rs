@@ -1,6 +1,7 @@
 //! Allocation: one lookup under weighted hashing and lowest latency for 1 to 10,000 hubs,
-//! preparing a 10,000-hub set, and one SHA-256 of a registration ID as the yardstick (the
-//! cheapest thing the registration path already does per device).
+//! preparing a 10,000-hub set (from scratch, and again after a latency change), and one SHA-256
+//! of a registration ID as the yardstick (the cheapest thing the registration path already does
+//! per device).
 //!
 //! Lookups cycle through 4,096 registration IDs so that they land on different slots, as real
 //! traffic does, instead of one hot cache line.
@@ -112,6 +113,18 @@ fn rebuild(c: &mut Criterion) {
         b.iter(|| {
             HubSet::builder(black_box(equal.clone()))
                 .lowest_latency(latency())
+                .build()
+        });
+    });
+    // What a latency probe does when the figures change: same hubs, new tie sets.
+    let previous = HubSet::builder(equal.clone())
+        .lowest_latency(latency())
+        .build();
+    g.bench_function("lowest_latency_after_a_latency_change", |b| {
+        b.iter(|| {
+            HubSet::builder(black_box(equal.clone()))
+                .lowest_latency(latency().with_tolerance(Tolerance::percent(11)))
+                .reusing(&previous)
                 .build()
         });
     });

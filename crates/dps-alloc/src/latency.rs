@@ -196,10 +196,12 @@ pub(crate) enum Route<'a> {
 impl Plans {
     /// Prepares the plans for the participating hubs of `ranking` with regions `hub_regions`
     /// (by canonical index). `None` when there is no region information at all.
+    /// Groups of `previous` (same ranking) with the same members lend their tables.
     pub(crate) fn new(
         config: &LowestLatencyConfig,
         ranking: &Ranking,
         hub_regions: &[Option<&str>],
+        previous: &[&Group],
     ) -> Option<Self> {
         let mut regions: Vec<String> = config
             .latency
@@ -284,7 +286,7 @@ impl Plans {
                 // A lowest-latency lookup has more to do than a hashed one, so its groups
                 // get tables at half the size.
                 let group = if needed {
-                    Group::with_direct_max(ranking, members, ranking.direct_max() / 2)
+                    Group::reusing(ranking, members, ranking.direct_max() / 2, previous)
                 } else {
                     Group::without_table(members)
                 };
@@ -300,6 +302,11 @@ impl Plans {
             by_source,
             local,
         })
+    }
+
+    /// The prepared groups, to lend their tables to a set prepared again.
+    pub(crate) fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.iter().map(|(_, g)| g)
     }
 
     /// The configuration these plans were prepared from.

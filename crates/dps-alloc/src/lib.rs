@@ -3,9 +3,11 @@
 //! This crate owns the decision and nothing around it: it is pure and deterministic (no I/O,
 //! no clock, no randomness, no floating point), so every dpsd node that is given the same hubs
 //! and configuration makes the same choice for the same registration ID. It does not call the
-//! custom-allocation webhook (dps-connect does), measure latency or map client addresses to
-//! regions (the caller hands in a [`LatencyMap`] and the request's source region), or resolve
-//! the enrollment-over-scope policy precedence (the caller passes the effective policy).
+//! custom-allocation webhook (dps-connect does, behind dps-service's `CustomAllocator`), measure
+//! latency (the caller hands in a [`LatencyMap`], configured or probed, and re-prepares the set
+//! with [`HubSetBuilder::reusing`] when it changes), or resolve the enrollment-over-scope policy
+//! precedence (the caller passes the effective policy). It does provide the table that maps a
+//! client address to its source region ([`SourceRegions`], longest CIDR prefix wins).
 //!
 //! Start from [`HubSet`]: prepare one per configuration change from the scope's linked hubs
 //! ([`HubSet::new`], or [`HubSet::builder`] for policy configuration), then call
@@ -161,14 +163,29 @@
 //! Preparing 10,000 hubs takes 68 ms with equal weights and 100-130 ms with weights 1-10 (the
 //! scores take a logarithm); 1,000 hubs 35 ms / 75 ms; a set at the threshold about 20 ms. With
 //! lowest latency configured, every region some source region ties to gets its own table (at
-//! more than half the threshold), and 10,000 hubs in 8 regions take 400 ms. Each table is 2 MiB
-//! (4 MiB beyond 65,536 hubs) plus 8 MiB of scratch while it is built; small sets have none.
+//! more than half the threshold), and 10,000 hubs in 8 regions take 400 ms from scratch: each
+//! table needs about `2^20 * ln m` claims for its m hubs, and eight tables of 1,250 hubs are
+//! eight times the work of one of 10,000. Tables depend only on which hubs are in a group, not
+//! on latency, so re-preparing the set after a latency change ([`HubSetBuilder::reusing`], what
+//! dpsd's probes do) shares them and takes a few milliseconds (15-19 ms measured on the
+//! development VM at a load average of 9, against 2.3-3.1 s from scratch in the same run). Each
+//! table is 2 MiB (4 MiB beyond 65,536 hubs) plus 8 MiB of scratch while it is built; small sets
+//! have none.
 //!
 //! # Static and custom
 //!
 //! [`Static`] returns the single named hub ([`AllocError::StaticNeedsOneHub`] otherwise), whether
-//! or not it takes part in hashing. A custom policy implements [`Allocator`]; see its docs.
+//! or not it takes part in hashing; it costs one name look-up. dps-service refuses, when an
+//! enrollment is written, hubs that are not linked and a static policy without exactly one hub.
+//!
+//! Custom allocation as Azure defines it (a webhook that may also return an initial twin and a
+//! payload, and may take seconds) is asynchronous and lives in dps-service
+//! (`CustomAllocator`, with dps-connect's webhook client). A synchronous policy that only picks a
+//! hub can instead implement this crate's [`Allocator`] and be installed with
+//! [`HubSetBuilder::custom`]; see its docs. Both see only linked hubs, and can stay consistent
+//! with hashing through [`HubSet::hashed_among`].
 
+mod cidr;
 mod latency;
 mod policy;
 mod score;
@@ -181,6 +198,7 @@ use std::sync::Arc;
 
 use dps_types::{AllocationPolicy, HubHostName};
 
+pub use cidr::{Cidr, CidrError, SourceRegions};
 pub use latency::{LatencyMap, LowestLatencyConfig, Tolerance};
 pub use policy::{Allocator, Hashed, HashedConfig, LowestLatency, Static};
 pub use set::{HubSet, HubSetBuilder};

@@ -54,9 +54,20 @@ pub struct HubSetBuilder {
     hashed: HashedConfig,
     latency: Option<LowestLatencyConfig>,
     custom: Option<Arc<dyn Allocator>>,
+    previous: Option<HubSet>,
 }
 
 impl HubSetBuilder {
+    /// Reuses the lookup tables of `previous` wherever they still apply: when the participating
+    /// hubs, their weights, the seed and the table threshold are unchanged, the full set's table
+    /// and every lowest-latency group table with the same members are shared instead of built
+    /// again. Re-preparing a set after a latency change then costs only the plans (and the
+    /// tables of groups that newly need one). The result is the same as without it.
+    pub fn reusing(mut self, previous: &HubSet) -> Self {
+        self.previous = Some(previous.clone());
+        self
+    }
+
     /// Configures weighted hashing.
     pub fn hashed(mut self, config: HashedConfig) -> Self {
         self.hashed = config;
@@ -116,7 +127,22 @@ impl HubSetBuilder {
         for (c, &h) in canonical_hub.iter().enumerate() {
             hub_canonical[h as usize] = c as u32;
         }
-        let global = Group::new(&ranking, (0..ranking.len() as u32).collect());
+        let previous: Vec<&Group> = self
+            .previous
+            .as_ref()
+            .filter(|p| p.inner.ranking == ranking)
+            .map(|p| {
+                std::iter::once(&p.inner.global)
+                    .chain(p.inner.latency.iter().flat_map(Plans::groups))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let global = Group::reusing(
+            &ranking,
+            (0..ranking.len() as u32).collect(),
+            ranking.direct_max(),
+            &previous,
+        );
         let regions: Vec<Option<&str>> = canonical_hub
             .iter()
             .map(|&h| hubs[h as usize].region.as_deref())
@@ -124,7 +150,7 @@ impl HubSetBuilder {
         let latency = self
             .latency
             .as_ref()
-            .and_then(|config| Plans::new(config, &ranking, &regions));
+            .and_then(|config| Plans::new(config, &ranking, &regions, &previous));
         HubSet {
             inner: Arc::new(Inner {
                 hubs,
@@ -156,6 +182,7 @@ impl HubSet {
             hashed: HashedConfig::default(),
             latency: None,
             custom: None,
+            previous: None,
         }
     }
 
@@ -420,6 +447,60 @@ mod tests {
             }
         }
         n as f64 / SLOTS as f64
+    }
+
+    #[test]
+    fn reusing_shares_tables_and_changes_nothing() {
+        use crate::{LatencyMap, LowestLatencyConfig};
+        let regional: Vec<Hub> = hubs(64, |_| 1)
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| h.with_region(format!("r{}", i % 4)))
+            .collect();
+        // r0 is near r1 at first, then near r2 instead: different tie sets, same groups.
+        let config = |near: &str| {
+            let mut m = LatencyMap::new();
+            for r in ["r1", "r2", "r3"] {
+                m.insert_symmetric("r0", r, if r == near { 1 } else { 50_000 });
+            }
+            LowestLatencyConfig::new(m).with_local_region("r0")
+        };
+        let first = HubSet::builder(regional.clone())
+            .lowest_latency(config("r1"))
+            .build();
+        let again = HubSet::builder(regional.clone())
+            .lowest_latency(config("r2"))
+            .reusing(&first)
+            .build();
+        let fresh = HubSet::builder(regional.clone())
+            .lowest_latency(config("r2"))
+            .build();
+        assert!(again.inner.global.shares_table(&first.inner.global));
+        assert!(!fresh.inner.global.shares_table(&first.inner.global));
+        let shared = |s: &HubSet| {
+            s.inner
+                .latency
+                .as_ref()
+                .map(|p| p.groups().filter(|g| g.has_table()).count())
+        };
+        assert_eq!(shared(&again), shared(&fresh));
+        for i in 0..2_000 {
+            let id = format!("device-{i}");
+            for source in [None, Some("r1"), Some("r3")] {
+                let req =
+                    Request::new(AllocationPolicy::GeoLatency, &id).with_source_region(source);
+                assert_eq!(
+                    again.allocate_with(&req).map(|h| &h.host),
+                    fresh.allocate_with(&req).map(|h| &h.host)
+                );
+            }
+        }
+        // Other hubs: nothing is shared.
+        let fewer = HubSet::builder(regional[1..].to_vec())
+            .lowest_latency(config("r2"))
+            .reusing(&first)
+            .build();
+        assert!(!fewer.inner.global.shares_table(&first.inner.global));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! every slot; the few slots nobody claimed are scored directly. The table is the same either
 //! way, and the same as scoring every pair.
 
+use std::sync::Arc;
+
 use crate::score::{HubKey, SLOT_BITS, SLOTS, order_key};
 
 /// Groups of at most this many hubs of equal weight are scored directly instead of through a
@@ -25,7 +27,7 @@ fn claims_milli(n: usize) -> u64 {
 }
 
 /// The participating hubs in canonical order, and how to compare them for a slot.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Ranking {
     keys: Vec<HubKey>,
     /// Every hub has the same weight: the weighted score is then left out of the order key,
@@ -120,7 +122,8 @@ pub(crate) fn index_of(key: u128) -> u32 {
 pub(crate) struct Group {
     /// Canonical indices of the members, ascending.
     members: Box<[u32]>,
-    table: Option<Table>,
+    /// Shared, so that a set prepared again with the same hubs reuses it.
+    table: Option<Arc<Table>>,
 }
 
 #[derive(Clone)]
@@ -132,17 +135,36 @@ enum Table {
 impl Group {
     /// Prepares the group `members` (ascending canonical indices), with a table when it has
     /// more members than the ranking scores directly.
+    #[cfg(test)]
     pub(crate) fn new(ranking: &Ranking, members: Vec<u32>) -> Self {
         Self::with_direct_max(ranking, members, ranking.direct_max)
     }
 
-    /// [`Group::new`] with a table above `direct_max` members.
+    /// The group `members` with a table above `direct_max` members.
     pub(crate) fn with_direct_max(ranking: &Ranking, members: Vec<u32>, direct_max: usize) -> Self {
         debug_assert!(members.windows(2).all(|w| w[0] < w[1]));
-        let table = (members.len() > direct_max).then(|| build(ranking, &members));
+        let table = (members.len() > direct_max).then(|| Arc::new(build(ranking, &members)));
         Self {
             members: members.into_boxed_slice(),
             table,
+        }
+    }
+
+    /// [`Group::with_direct_max`], taking the table of the first of `previous` with the same
+    /// members (of the same ranking) instead of building it again.
+    pub(crate) fn reusing(
+        ranking: &Ranking,
+        members: Vec<u32>,
+        direct_max: usize,
+        previous: &[&Group],
+    ) -> Self {
+        let wants_table = members.len() > direct_max;
+        match previous
+            .iter()
+            .find(|g| *g.members == *members && g.has_table() == wants_table)
+        {
+            Some(g) => (*g).clone(),
+            None => Self::with_direct_max(ranking, members, direct_max),
         }
     }
 
@@ -154,6 +176,12 @@ impl Group {
         }
     }
 
+    /// Whether both groups use the very same table.
+    #[cfg(test)]
+    pub(crate) fn shares_table(&self, other: &Group) -> bool {
+        matches!((&self.table, &other.table), (Some(a), Some(b)) if Arc::ptr_eq(a, b))
+    }
+
     /// Whether the group has a table.
     pub(crate) fn has_table(&self) -> bool {
         self.table.is_some()
@@ -162,7 +190,7 @@ impl Group {
     /// The table's answer for `slot`, if the group has a table.
     #[inline(always)]
     pub(crate) fn table_pick(&self, slot: u32) -> Option<u32> {
-        match &self.table {
+        match self.table.as_deref() {
             Some(Table::Narrow(t)) => Some(u32::from(t[slot as usize])),
             Some(Table::Wide(t)) => Some(t[slot as usize]),
             None => None,

@@ -12,6 +12,8 @@
 //! assert!(hubs.devices().is_empty());
 //! ```
 
+pub mod webhook;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 

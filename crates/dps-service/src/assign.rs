@@ -115,7 +115,10 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
             attestation: view.attestation,
             initial_hub: previous.as_ref().and_then(|p| p.initial_hub.clone()),
         };
-        let allocation = match self.allocate(scope, rid, &view, req).await {
+        let allocation = match self
+            .allocate(scope, rid, matched, &view, req, previous.as_ref())
+            .await
+        {
             Ok(a) => a,
             Err(f) => return Ok(failed(record, f)),
         };

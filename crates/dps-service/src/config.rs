@@ -1,6 +1,8 @@
 //! Per-scope configuration: linked hubs, default allocation policy, shared access policies.
 
-use dps_alloc::HubSet;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use dps_alloc::{HubSet, SourceRegions};
 use dps_attest::sas::SigningKey;
 use dps_types::{AllocationPolicy, IdScope};
 
@@ -88,6 +90,15 @@ pub struct ScopeConfig {
     pub policies: Vec<AccessPolicy>,
     /// CA certificates that X.509 groups may name in `caReferences`.
     pub cas: Vec<ScopeCa>,
+    /// What answers the `custom` policy (a webhook client, or the embedder's own code); without
+    /// one, custom registrations fail with 400207.
+    pub custom_allocator: Option<Arc<dyn crate::CustomAllocator>>,
+    /// Client address → source region, for the lowest-latency policy.
+    pub source_regions: Arc<SourceRegions>,
+    /// When set, allocation takes the prepared hubs from here, so that they can be re-prepared
+    /// at run time (e.g. with measured latencies) and swapped in; `hubs` still says which hubs
+    /// are linked.
+    pub live_hubs: Option<SharedHubSet>,
 }
 
 /// A CA certificate registered on a scope, as Azure's DPS resource holds them
@@ -111,6 +122,35 @@ impl ScopeConfig {
     }
 }
 
+/// A [`HubSet`] that can be replaced while requests read it: each request takes the current
+/// set once (an `Arc` clone under a read lock) and keeps it to the end.
+///
+/// A plain `RwLock` rather than a lock-free swap: writes happen once per probe round, reads
+/// hold the lock for one reference-count increment, so there is nothing to gain from another
+/// dependency.
+#[derive(Debug, Clone, Default)]
+pub struct SharedHubSet(Arc<RwLock<HubSet>>);
+
+impl SharedHubSet {
+    /// Starts with `hubs`.
+    pub fn new(hubs: HubSet) -> Self {
+        Self(Arc::new(RwLock::new(hubs)))
+    }
+
+    /// The current set.
+    pub fn load(&self) -> HubSet {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the set; requests already running keep the one they took.
+    pub fn store(&self, hubs: HubSet) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = hubs;
+    }
+}
+
 impl ScopeConfig {
     /// A scope with no hubs and no policies, hashed allocation.
     pub fn new(id_scope: IdScope, service_host_name: impl Into<String>) -> Self {
@@ -121,6 +161,17 @@ impl ScopeConfig {
             hubs: HubSet::default(),
             policies: Vec::new(),
             cas: Vec::new(),
+            custom_allocator: None,
+            source_regions: Arc::default(),
+            live_hubs: None,
         }
+    }
+
+    /// The prepared hubs allocation uses now ([`ScopeConfig::live_hubs`], else
+    /// [`ScopeConfig::hubs`]).
+    pub fn current_hubs(&self) -> HubSet {
+        self.live_hubs
+            .as_ref()
+            .map_or_else(|| self.hubs.clone(), SharedHubSet::load)
     }
 }

@@ -58,6 +58,7 @@ mod allocate;
 mod assign;
 mod auth;
 mod config;
+mod custom;
 mod device;
 mod env;
 mod hubs;
@@ -70,7 +71,11 @@ use std::sync::Arc;
 use dps_store::{Store, StoreError};
 use dps_types::Rejection;
 
-pub use config::{AccessPolicy, Right, ScopeCa, ScopeConfig};
+pub use config::{AccessPolicy, Right, ScopeCa, ScopeConfig, SharedHubSet};
+pub use custom::{
+    BoxFuture, CustomAllocationError, CustomAllocationRequest, CustomAllocationResponse,
+    CustomAllocator, DeviceRuntimeContext,
+};
 pub use device::{DeviceCredential, RegisterRequest};
 pub use env::{Clock, Entropy, OsEntropy, SystemClock};
 pub use hubs::{HubAuth, HubDevice, HubError, HubRegistry};

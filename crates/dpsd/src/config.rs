@@ -21,6 +21,8 @@ pub struct Config {
     pub service: ServiceSection,
     #[serde(default, rename = "scope")]
     pub scopes: Vec<Scope>,
+    #[serde(default)]
+    pub allocation: crate::alloc_config::AllocationSection,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -120,6 +122,8 @@ pub struct Scope {
     pub policies: Vec<Policy>,
     #[serde(default, rename = "ca", skip_serializing_if = "Vec::is_empty")]
     pub cas: Vec<crate::ca::ScopeCaConfig>,
+    #[serde(default)]
+    pub custom_allocation: Option<crate::alloc_config::CustomAllocationSection>,
 }
 
 fn default_host() -> String {
@@ -137,6 +141,9 @@ pub struct Hub {
     pub allocation_weight: u32,
     #[serde(default = "yes")]
     pub apply_allocation_policy: bool,
+    /// The hub's region, for lowest latency.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 fn one() -> u32 {
@@ -178,6 +185,7 @@ impl Config {
             .iter_mut()
             .flat_map(|s| s.cas.iter_mut())
             .for_each(|c| c.rebase(base));
+        crate::alloc_config::rebase(&mut cfg, base);
         if cfg.scopes.is_empty() {
             bail!("{}: at least one [[scope]] is required", path.display());
         }
@@ -205,6 +213,7 @@ pub fn dev_scope(data_dir: &Path) -> Result<Scope> {
             host_name: "dev-hub.localhost".into(),
             allocation_weight: 1,
             apply_allocation_policy: true,
+            region: None,
         }],
         cas: Vec::new(),
         policies: vec![Policy {
@@ -221,6 +230,7 @@ pub fn dev_scope(data_dir: &Path) -> Result<Scope> {
             .map(String::from)
             .to_vec(),
         }],
+        custom_allocation: None,
     };
     crate::devca::write_private(&path, toml::to_string(&scope)?.as_bytes())?;
     Ok(scope)

@@ -4,9 +4,11 @@
 //! `dpsd` with no arguments runs a development instance: one scope, one in-process linked hub,
 //! a dev CA and server certificate and a service key generated under `./dps-data`.
 
+mod alloc_config;
 mod ca;
 mod config;
 mod devca;
+mod probe;
 mod store;
 
 use std::path::PathBuf;
@@ -142,6 +144,7 @@ async fn run(args: Args) -> Result<()> {
             ..ServiceOptions::default()
         });
     let mut seen = std::collections::HashSet::new();
+    let mut probe_targets = Vec::new();
     for s in &cfg.scopes {
         if !seen.insert(s.id_scope.to_ascii_lowercase()) {
             bail!("id_scope {} is configured twice", s.id_scope);
@@ -165,7 +168,9 @@ async fn run(args: Args) -> Result<()> {
         if s.hubs.is_empty() {
             tracing::warn!(id_scope = %s.id_scope, "scope has no linked hub: registrations will fail");
         }
-        builder = builder.scope(build_scope(s)?);
+        let mut sc = build_scope(s)?;
+        probe_targets.extend(alloc_config::apply(&cfg.allocation, s, &mut sc)?);
+        builder = builder.scope(sc);
     }
     let svc = builder.build();
     let listener = tokio::net::TcpListener::bind(cfg.listen.https)
@@ -193,6 +198,11 @@ async fn run(args: Args) -> Result<()> {
     let wait = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    tokio::spawn(probe::run(
+        probe_targets,
+        cfg.allocation.probe.clone(),
+        wait(stopped.clone()),
+    ));
     let https = dps_server::serve(listener, tls.clone(), svc.clone(), wait(stopped.clone()));
     let mqtt_task = async {
         match mqtt {

@@ -132,13 +132,29 @@ impl<S: Store, H: HubRegistry> Admin<'_, S, H> {
             .map_err(crate::store_err)
     }
 
-    pub(crate) fn check_hubs(&self, named: &[&str]) -> Result<(), Rejection> {
-        match named.iter().find(|n| self.scope.hubs.find(n).is_none()) {
-            Some(n) => Err(Rejection::BadRequest(format!(
+    /// The hub rules a record must meet at write time: every hub it names (`iotHubs` and the
+    /// legacy `iotHubHostName`) is linked to the scope, and a static policy (the record's, or
+    /// the scope's default when the record has none) names exactly one hub.
+    pub(crate) fn check_hubs(&self, policy: &dps_types::PolicyView<'_>) -> Result<(), Rejection> {
+        let named = policy.iot_hubs.iter().map(String::as_str);
+        if let Some(n) = named
+            .chain(policy.iot_hub_host_name)
+            .find(|n| self.scope.hubs.find(n).is_none())
+        {
+            return Err(Rejection::BadRequest(format!(
                 "IoT hub {n} is not linked to this provisioning service"
-            ))),
-            None => Ok(()),
+            )));
         }
+        let effective = policy
+            .allocation_policy
+            .unwrap_or(self.scope.allocation_policy);
+        if effective == dps_types::AllocationPolicy::Static && policy.named_hubs().len() != 1 {
+            return Err(Rejection::BadRequest(
+                "the static allocation policy needs exactly one linked IoT hub in iotHubs (or iotHubHostName)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -298,7 +298,7 @@ impl<S: Store, H: HubRegistry> Admin<'_, S, H> {
         cond: WriteCondition,
     ) -> Result<R, Rejection> {
         record.validate().map_err(|e| Rejection::BadRequest(e.0))?;
-        self.check_hubs(&record.policy().named_hubs())?;
+        self.check_hubs(&record.policy())?;
         let existing = R::load(&*self.svc.store, &self.scope.id_scope, &record.key())
             .await
             .map_err(store_err)?;
