@@ -135,6 +135,30 @@ pub struct Hub {
     pub allocation_weight: u32,
     #[serde(default = "yes")]
     pub apply_allocation_policy: bool,
+    /// The connector (`embedded`, `azure-iothub`, `mqtt-broker`) and its settings: crate::hubs.
+    #[serde(default)]
+    pub kind: crate::hubs::HubKind,
+    #[serde(default)]
+    pub connection_string: Option<String>,
+    #[serde(default)]
+    pub connection_string_env: Option<String>,
+    /// Azure: the registry endpoint to call instead of `https://{host_name}`; broker: its URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub trust_root: Option<PathBuf>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub retries: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -172,6 +196,9 @@ impl Config {
             rebase(&mut t.cert);
             rebase(&mut t.key);
         }
+        for h in cfg.scopes.iter_mut().flat_map(|s| s.hubs.iter_mut()) {
+            h.trust_root.iter_mut().for_each(rebase);
+        }
         if cfg.scopes.is_empty() {
             bail!("{}: at least one [[scope]] is required", path.display());
         }
@@ -195,11 +222,7 @@ pub fn dev_scope(data_dir: &Path) -> Result<Scope> {
         id_scope: format!("0ne{:08X}", u32::from_be_bytes(id)),
         service_host_name: default_host(),
         allocation_policy: default_policy(),
-        hubs: vec![Hub {
-            host_name: "dev-hub.localhost".into(),
-            allocation_weight: 1,
-            apply_allocation_policy: true,
-        }],
+        hubs: vec![Hub::embedded("dev-hub.localhost")],
         policies: vec![Policy {
             name: "provisioningserviceowner".into(),
             primary_key: base64::engine::general_purpose::STANDARD.encode(key),

@@ -6,13 +6,13 @@
 
 mod config;
 mod devca;
+mod hubs;
 mod store;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use dps_connect::InProcessHubRegistry;
 use dps_service::{Service, ServiceOptions};
 use dps_store::MemoryStore;
 
@@ -135,11 +135,11 @@ async fn run(args: Args) -> Result<()> {
         &std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?,
     )
     .context("loading the TLS certificate")?;
-    let mut builder =
-        Service::builder(store, InProcessHubRegistry::default()).options(ServiceOptions {
-            retry_after_secs: cfg.service.retry_after_secs,
-            ..ServiceOptions::default()
-        });
+    let (router, _embedded) = hubs::build_router(&cfg.scopes)?;
+    let mut builder = Service::builder(store, router).options(ServiceOptions {
+        retry_after_secs: cfg.service.retry_after_secs,
+        ..ServiceOptions::default()
+    });
     let mut seen = std::collections::HashSet::new();
     for s in &cfg.scopes {
         if !seen.insert(s.id_scope.to_ascii_lowercase()) {
