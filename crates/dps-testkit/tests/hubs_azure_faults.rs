@@ -159,3 +159,20 @@ async fn hubs_failing_mid_migration_leave_the_device_where_it_is() {
         HUB_B
     );
 }
+
+#[tokio::test]
+async fn a_hub_that_throttles_once_is_retried() {
+    let f = Fixture::start().await;
+    f.enroll(enrollment("thr-1", HUB_A, None), None).await;
+    f.a.set_fault_times(Fault::Refuse(429, "ThrottlingException"), Some("PUT"), 1);
+    let op = f.register("thr-1", false).await;
+    assert_eq!(assigned(&op), (HUB_A, Substatus::InitialAssignment));
+    assert_eq!(
+        f.a.requests(),
+        [
+            "PUT /devices/thr-1",
+            "PUT /devices/thr-1",
+            "PATCH /twins/thr-1"
+        ]
+    );
+}

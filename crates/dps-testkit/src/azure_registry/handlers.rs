@@ -92,9 +92,20 @@ async fn admit(s: &Shared, method: &Method, path: &str, h: &HeaderMap, q: &Q) ->
     let fault = {
         let mut st = lock(s);
         st.log.push(format!("{method} {path}"));
-        st.fault
+        let fault = st
+            .fault
             .clone()
-            .filter(|(_, m)| m.as_deref().is_none_or(|m| m == method.as_str()))
+            .filter(|(_, m)| m.as_deref().is_none_or(|m| m == method.as_str()));
+        if fault.is_some()
+            && let Some(n) = st.fault_budget.as_mut()
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.fault = None;
+                st.fault_budget = None;
+            }
+        }
+        fault
     };
     match fault {
         Some((Fault::Refuse(status, code), _)) => Some(error(

@@ -64,6 +64,8 @@ pub(crate) struct State {
     pub counter: u64,
     /// Fault and the method it applies to (`None`: every method).
     pub fault: Option<(Fault, Option<String>)>,
+    /// How many more requests get the fault (`None`: until healed).
+    pub fault_budget: Option<u32>,
     /// `METHOD /path` of every request that passed authorisation.
     pub log: Vec<String>,
 }
@@ -248,7 +250,16 @@ impl AzureRegistryServer {
 
     /// Plays `fault` for requests with `method` (every method when `None`); `None` heals.
     pub fn set_fault(&self, fault: Option<Fault>, method: Option<&str>) {
-        lock(&self.state).fault = fault.map(|f| (f, method.map(str::to_owned)));
+        let mut st = lock(&self.state);
+        st.fault = fault.map(|f| (f, method.map(str::to_owned)));
+        st.fault_budget = None;
+    }
+
+    /// Plays `fault` for the next `times` requests with `method`, then heals.
+    pub fn set_fault_times(&self, fault: Fault, method: Option<&str>, times: u32) {
+        let mut st = lock(&self.state);
+        st.fault = Some((fault, method.map(str::to_owned)));
+        st.fault_budget = Some(times);
     }
 
     /// `METHOD /path` of every authorised request so far.
