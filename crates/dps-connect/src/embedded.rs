@@ -29,7 +29,7 @@ pub struct ProvisionedDevice {
 
 /// Which calls an injected fault affects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Call {
+pub enum HubCall {
     /// [`HubRegistry::provision`].
     Provision,
     /// [`HubRegistry::fetch`].
@@ -43,7 +43,7 @@ type Key = (String, String);
 #[derive(Debug, Default)]
 struct Inner {
     devices: BTreeMap<Key, ProvisionedDevice>,
-    faults: HashMap<(String, Call), HubError>,
+    faults: HashMap<(String, HubCall), HubError>,
 }
 
 /// An in-memory registry of every linked hub. Cloning shares the data.
@@ -72,7 +72,7 @@ impl InProcessHubRegistry {
 
     /// Makes `call` on `hub` fail with `error` until [`clear_faults`](Self::clear_faults), to
     /// test how the service handles a hub that refuses or is down.
-    pub fn inject_fault(&self, hub: &str, call: Call, error: HubError) {
+    pub fn inject_fault(&self, hub: &str, call: HubCall, error: HubError) {
         self.lock()
             .faults
             .insert((hub.to_ascii_lowercase(), call), error);
@@ -94,7 +94,7 @@ impl InProcessHubRegistry {
             .is_some()
     }
 
-    fn fault(inner: &Inner, hub: &HubHostName, call: Call) -> Result<(), HubError> {
+    fn fault(inner: &Inner, hub: &HubHostName, call: HubCall) -> Result<(), HubError> {
         match inner.faults.get(&(hub.to_string(), call)) {
             Some(e) => Err(e.clone()),
             None => Ok(()),
@@ -105,7 +105,7 @@ impl InProcessHubRegistry {
 impl HubRegistry for InProcessHubRegistry {
     async fn provision(&self, d: HubDevice) -> Result<(), HubError> {
         let mut inner = self.lock();
-        Self::fault(&inner, &d.hub, Call::Provision)?;
+        Self::fault(&inner, &d.hub, HubCall::Provision)?;
         let key = (d.hub.to_string(), d.device_id.clone());
         let existing = inner.devices.get(&key).cloned();
         let twin = match (&existing, d.reset_twin) {
@@ -134,7 +134,7 @@ impl HubRegistry for InProcessHubRegistry {
         device_id: &str,
     ) -> Result<Option<HubDeviceState>, HubError> {
         let inner = self.lock();
-        Self::fault(&inner, hub, Call::Fetch)?;
+        Self::fault(&inner, hub, HubCall::Fetch)?;
         Ok(inner
             .devices
             .get(&(hub.to_string(), device_id.to_owned()))
@@ -146,7 +146,7 @@ impl HubRegistry for InProcessHubRegistry {
 
     async fn remove(&self, hub: &HubHostName, device_id: &str) -> Result<(), HubError> {
         let mut inner = self.lock();
-        Self::fault(&inner, hub, Call::Remove)?;
+        Self::fault(&inner, hub, HubCall::Remove)?;
         inner
             .devices
             .remove(&(hub.to_string(), device_id.to_owned()));

@@ -24,7 +24,7 @@ mod retry;
 mod router;
 
 pub use azure::{AzureHubConfig, AzureHubRegistry};
-pub use embedded::{Call, InProcessHubRegistry, ProvisionedDevice};
+pub use embedded::{HubCall, InProcessHubRegistry, ProvisionedDevice};
 pub use mosquitto::{MosquittoConfig, MosquittoHubRegistry, device_password};
 pub use retry::RetryPolicy;
 pub use router::{HubConnector, HubRouter};

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use dps_connect::Call;
+use dps_connect::HubCall;
 use dps_service::admin::Caller;
 use dps_service::{DeviceCredential, HubError, RegisterRequest, Right};
 use dps_store::block_on_ready as run;
@@ -63,15 +63,15 @@ fn faults_at_each_step_of_a_move_leave_the_device_where_it_is() {
     for (hub, call, step) in [
         (
             "hub-a.example.net",
-            Call::Fetch,
+            HubCall::Fetch,
             "reading the device's data",
         ),
         (
             "hub-b.example.net",
-            Call::Provision,
+            HubCall::Provision,
             "creating the device identity",
         ),
-        ("hub-a.example.net", Call::Remove, "removing the device"),
+        ("hub-a.example.net", HubCall::Remove, "removing the device"),
     ] {
         hubs.clear_faults();
         hubs.inject_fault(hub, call, HubError::Unavailable("down".into()));
