@@ -152,6 +152,39 @@ async fn connect_and_publish(
     r
 }
 
+/// Connects and subscribes to `filters`; returns whether each was granted.
+async fn subscribe(port: u16, user: &str, password: &str, filters: &[&str]) -> Vec<bool> {
+    let mut o = MqttOptions::new(user, "127.0.0.1", port);
+    o.set_credentials(user, password)
+        .set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(o, 8);
+    let run = async {
+        loop {
+            match events.poll().await.unwrap() {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    let subs = filters
+                        .iter()
+                        .map(|f| rumqttc::SubscribeFilter::new((*f).to_owned(), QoS::AtMostOnce));
+                    client.subscribe_many(subs).await.unwrap();
+                }
+                Event::Incoming(Packet::SubAck(ack)) => {
+                    return ack
+                        .return_codes
+                        .iter()
+                        .map(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                        .collect();
+                }
+                _ => {}
+            }
+        }
+    };
+    let granted = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap();
+    let _ = client.try_disconnect();
+    granted
+}
+
 fn pki() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
@@ -259,6 +292,15 @@ async fn a_device_provisions_into_mosquitto_and_connects_with_its_credential() {
     connect_and_publish(broker.port, &device_id, &password, &own_topic)
         .await
         .unwrap();
+    // Its role covers its own topics only.
+    let granted = subscribe(
+        broker.port,
+        &device_id,
+        &password,
+        &[&format!("devices/{device_id}/#"), "devices/other-device/#"],
+    )
+    .await;
+    assert_eq!(granted, [true, false]);
     let wrong = connect_and_publish(broker.port, &device_id, "not-the-password", &own_topic).await;
     assert!(wrong.is_err(), "a wrong password is refused");
 
