@@ -80,6 +80,12 @@ pub struct Assignment {
 
 /// Decides a (re-)registration. `proposed` is what allocation chose now; `legacy_sticky` is true
 /// for device API versions ≤ 2018-04-01, which keep their hub when no policy was ever set.
+///
+/// `reprovisionedToInitialAssignment` ("re-provisioned to a previously assigned hub") is
+/// reported when the device returns to the first hub it was assigned to: the record keeps that
+/// one of its earlier hubs. On the same hub, "reset" re-applies the enrollment's initial state
+/// (the documented factory reset) and reports `deviceDataReset`; otherwise the previous
+/// substatus is kept.
 pub fn reprovision(
     previous: Option<Previous<'_>>,
     policy: Option<ReprovisionPolicy>,
@@ -191,6 +197,66 @@ mod tests {
             reprovision(Some(moved), None, false, &a).substatus,
             Substatus::ReprovisionedToInitialAssignment
         );
+    }
+
+    #[test]
+    fn reset_policy_follows_the_reference() {
+        // dps-service-api.md §12.1-12.2: reset re-applies the enrollment's initial state, also
+        // on the same hub (the documented factory reset), and back on the initial hub.
+        let (a, b) = (hub("a"), hub("b"));
+        let reset = Some(ReprovisionPolicy {
+            update_hub_assignment: true,
+            migrate_device_data: false,
+        });
+        let on_a = Previous {
+            hub: &a,
+            initial_hub: Some(&a),
+            substatus: Some(Substatus::InitialAssignment),
+        };
+        let moved = reprovision(Some(on_a), reset, false, &b);
+        assert_eq!(
+            (moved.hub.as_str(), moved.substatus, moved.reset_data),
+            ("b", Substatus::DeviceDataReset, true)
+        );
+        let in_place = reprovision(Some(on_a), reset, false, &a);
+        assert_eq!(
+            (
+                in_place.hub.as_str(),
+                in_place.substatus,
+                in_place.reset_data
+            ),
+            ("a", Substatus::DeviceDataReset, true)
+        );
+        let on_b = Previous {
+            hub: &b,
+            initial_hub: Some(&a),
+            substatus: Some(Substatus::DeviceDataReset),
+        };
+        let back = reprovision(Some(on_b), reset, false, &a);
+        assert_eq!(
+            (back.substatus, back.reset_data),
+            (Substatus::ReprovisionedToInitialAssignment, true)
+        );
+        // Never: nothing changes, whatever allocation proposes, and the substatus is kept.
+        let never = Some(ReprovisionPolicy {
+            update_hub_assignment: false,
+            migrate_device_data: true,
+        });
+        let stay = reprovision(Some(on_b), never, false, &a);
+        assert_eq!(
+            (stay.hub.as_str(), stay.substatus, stay.reset_data),
+            ("b", Substatus::DeviceDataReset, false)
+        );
+        // A record without a substatus (older data) counts as an initial assignment.
+        let bare = Previous {
+            hub: &a,
+            initial_hub: None,
+            substatus: None,
+        };
+        let d = reprovision(Some(bare), None, false, &a);
+        assert_eq!(d.substatus, Substatus::InitialAssignment);
+        let d = reprovision(Some(bare), None, false, &b);
+        assert_eq!(d.substatus, Substatus::DeviceDataMigrated);
     }
 
     #[test]

@@ -1,9 +1,8 @@
 //! The second half of a registration, once the device is authenticated: what its enrollment
 //! says ([`EnrollmentView`]), where it goes (allocation, `allocate.rs`), how it gets there
 //! (reprovisioning and the hub write, `provision.rs`), all recorded in one
-//! [`RegistrationRecord`]. Every failure here becomes a `failed` record, not a rejection.
+//! [`RegistrationRecord`]. Every failure here becomes a `failed` operation, not a rejection.
 
-use dps_core::Previous;
 use dps_store::Store;
 use dps_types::{
     AttestationKind, DeviceCapabilities, DeviceRegistrationState, EnrollmentGroupId, Etag,
@@ -17,6 +16,7 @@ use crate::config::ScopeConfig;
 use crate::device::RegisterRequest;
 use crate::env::random_guid;
 use crate::hubs::{HubAuth, HubRegistry};
+use crate::provision::previous_assignment;
 
 /// A registration failure that is recorded: Azure's error code and the operator's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +85,21 @@ pub(crate) struct Allocation {
     pub payload: Option<serde_json::Value>,
 }
 
+/// What a registration attempt writes: the state the device's operation reports, and the record
+/// to store (`None`: keep the stored one).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Outcome {
+    pub state: DeviceRegistrationState,
+    pub record: Option<RegistrationRecord>,
+}
+
 impl<S: Store, H: HubRegistry> Service<S, H> {
-    /// Allocation, reprovisioning and the hub write. Failures become a `failed` record.
+    /// Allocation, reprovisioning and the hub write.
+    ///
+    /// A failure is reported to the device as a `failed` operation. It replaces the stored
+    /// record only when that record proves no assignment: a device that is assigned keeps its
+    /// record (hub, device ID, substatus), because its identity is still in that hub and the
+    /// next attempt needs to know it, to migrate its data and to remove it there.
     pub(crate) async fn assign(
         &self,
         scope: &ScopeConfig,
@@ -95,7 +108,7 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         req: &RegisterRequest<'_>,
         previous: Option<RegistrationRecord>,
         mut state: DeviceRegistrationState,
-    ) -> Result<RegistrationRecord, Rejection> {
+    ) -> Result<Outcome, Rejection> {
         // The attempt's time is already on the state.
         let now = state
             .last_updated_date_time_utc
@@ -115,26 +128,29 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
             attestation: view.attestation,
             initial_hub: previous.as_ref().and_then(|p| p.initial_hub.clone()),
         };
+        let keeps_record = previous
+            .as_ref()
+            .is_some_and(|p| previous_assignment(p).is_some());
+        let fail = |record: RegistrationRecord, f: Failure| {
+            let record = failed(record, f);
+            Outcome {
+                state: record.state.clone(),
+                record: (!keeps_record).then_some(record),
+            }
+        };
         let allocation = match self
             .allocate(scope, rid, matched, &view, req, previous.as_ref())
             .await
         {
             Ok(a) => a,
-            Err(f) => return Ok(failed(record, f)),
+            Err(f) => return Ok(fail(record, f)),
         };
-        let prev = previous
-            .as_ref()
-            .and_then(|p| match (&p.state.status, &p.state.assigned_hub) {
-                (RegistrationStatus::Assigned, Some(hub)) => Some(Previous {
-                    hub,
-                    initial_hub: p.initial_hub.as_ref(),
-                    substatus: p.state.substatus,
-                }),
-                _ => None,
-            });
-        let decision = match self.provision(rid, view, &allocation, prev, req).await {
+        let decision = match self
+            .provision(rid, view, &allocation, previous.as_ref(), req)
+            .await
+        {
             Ok(d) => d,
-            Err(f) => return Ok(failed(record, f)),
+            Err(f) => return Ok(fail(record, f)),
         };
         record.state.status = RegistrationStatus::Assigned;
         record.state.assigned_hub = Some(decision.hub.clone());
@@ -145,7 +161,10 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
             .or_else(|| req.payload.clone())
             .filter(|p| !p.is_null());
         record.initial_hub.get_or_insert(decision.hub);
-        Ok(record)
+        Ok(Outcome {
+            state: record.state.clone(),
+            record: Some(record),
+        })
     }
 }
 

@@ -18,20 +18,32 @@ use crate::{Service, store_err};
 /// Which enrollment authenticated a device.
 pub(crate) enum Matched {
     Individual(Box<IndividualEnrollment>),
-    Group(Box<EnrollmentGroup>, [Option<SymmetricKey>; 2]),
+    Group(Box<EnrollmentGroup>, MemberCredential),
+}
+
+/// What a group member proved, which becomes its hub credential.
+pub(crate) enum MemberCredential {
+    /// The primary and secondary keys derived from the group's keys for this device.
+    Keys([Option<SymmetricKey>; 2]),
+    /// The upper-case hex SHA-256 thumbprint of the device's own certificate: like Azure DPS,
+    /// members of X.509 groups get a `selfSigned` hub identity pinned to their certificate.
+    Leaf(String),
 }
 
 impl Matched {
     /// The credential the device's hub identity gets: the enrollment's keys, or the keys
-    /// derived from the group's keys for this device; for X.509, the certificate thumbprints
-    /// (individual) or CA-signed authentication (group).
+    /// derived from the group's keys for this device; for X.509, the enrolled certificates'
+    /// thumbprints (individual) or the device certificate's own (group member).
     pub(crate) fn hub_auth(&self) -> Option<HubAuth> {
         match self {
             Matched::Individual(e) if e.attestation.kind() == AttestationKind::X509 => {
-                crate::x509_auth::hub_auth(&e.attestation, false)
+                crate::x509_auth::hub_auth(&e.attestation)
             }
-            Matched::Group(g, _) if g.attestation.kind() == AttestationKind::X509 => {
-                crate::x509_auth::hub_auth(&g.attestation, true)
+            Matched::Group(_, MemberCredential::Leaf(thumbprint)) => {
+                Some(HubAuth::X509Thumbprint {
+                    primary: thumbprint.clone(),
+                    secondary: None,
+                })
             }
             Matched::Individual(e) => {
                 let s = e.attestation.symmetric_key()?;
@@ -41,7 +53,7 @@ impl Matched {
                     secondary: s.secondary_key.clone(),
                 })
             }
-            Matched::Group(_, keys) => Some(HubAuth::SymmetricKey {
+            Matched::Group(_, MemberCredential::Keys(keys)) => Some(HubAuth::SymmetricKey {
                 primary: keys[0].clone()?,
                 secondary: keys[1].clone(),
             }),
@@ -167,7 +179,10 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
                         SymmetricKey::new(&sas::derive_device_key(k, rid.as_str()).to_base64()).ok()
                     });
                 }
-                return Ok(Some(Matched::Group(Box::new(g.clone()), pair)));
+                return Ok(Some(Matched::Group(
+                    Box::new(g.clone()),
+                    MemberCredential::Keys(pair),
+                )));
             }
         }
         Ok(None)

@@ -102,19 +102,19 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
                     meter: Some(meter::DEVICE_REGISTRATION),
                 }
             } else {
-                let record = self
+                let outcome = self
                     .assign(scope, &rid, &matched, &req, previous, state)
                     .await?;
                 let op = self.operation(
                     operation_id,
                     &rid,
-                    record.state.clone(),
+                    outcome.state,
                     group_id,
-                    record.attestation,
+                    matched.attestation_kind(),
                     now,
                 );
                 RegistrationCommit {
-                    record: Some(record),
+                    record: outcome.record,
                     operation: op,
                     meter: Some(meter::DEVICE_REGISTRATION),
                 }

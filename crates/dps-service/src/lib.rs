@@ -78,7 +78,7 @@ pub use custom::{
 };
 pub use device::{DeviceCredential, RegisterRequest};
 pub use env::{Clock, Entropy, OsEntropy, SystemClock};
-pub use hubs::{HubAuth, HubDevice, HubError, HubRegistry};
+pub use hubs::{HubAuth, HubDevice, HubDeviceState, HubError, HubRegistry};
 
 /// Metering kinds: every successful call counts one operation of one kind for its scope.
 pub mod meter {

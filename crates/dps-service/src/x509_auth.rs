@@ -15,7 +15,7 @@ use dps_types::{
 };
 use rustls_pki_types::CertificateDer;
 
-use crate::auth::Matched;
+use crate::auth::{Matched, MemberCredential};
 use crate::config::ScopeConfig;
 use crate::hubs::{HubAuth, HubRegistry};
 use crate::{Service, store_err};
@@ -43,13 +43,9 @@ fn upper_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
-/// The hub credential for an X.509 enrollment: thumbprints for an individual one, CA-signed
-/// for a group.
-pub(crate) fn hub_auth(a: &AttestationMechanism, group: bool) -> Option<HubAuth> {
+/// The hub credential for an X.509 individual enrollment: its certificates' thumbprints.
+pub(crate) fn hub_auth(a: &AttestationMechanism) -> Option<HubAuth> {
     let x = a.x509()?;
-    if group {
-        return Some(HubAuth::CertificateAuthority);
-    }
     let mut t = enrolled_thumbprints(x.client_certificates.as_ref()?).into_iter();
     Some(HubAuth::X509Thumbprint {
         primary: upper_hex(&t.next()?),
@@ -151,7 +147,10 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         for (_, i, signing) in &candidates {
             match x509::verify_group(chain, signing, &stored, now) {
                 Ok(()) => {
-                    return Ok(Matched::Group(Box::new(groups[*i].clone()), [None, None]));
+                    return Ok(Matched::Group(
+                        Box::new(groups[*i].clone()),
+                        MemberCredential::Leaf(upper_hex(&chain.leaf_sha256())),
+                    ));
                 }
                 Err(e) => {
                     first_err.get_or_insert((groups[*i].enrollment_group_id.clone(), e));

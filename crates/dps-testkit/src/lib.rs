@@ -16,6 +16,7 @@
 //! assert_eq!(svc.now().unix_seconds(), 1_800_000_010);
 //! ```
 
+pub mod azure_registry;
 pub mod conformance;
 pub mod pki;
 

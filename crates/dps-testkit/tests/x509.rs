@@ -276,9 +276,10 @@ async fn group_devices_and_sas_devices_share_the_ports() {
             .unwrap();
         assert_eq!(result.state.status, RegistrationStatus::Assigned);
         let hub = result.state.assigned_hub.unwrap();
+        // Like Azure DPS: a group member's hub identity is pinned to its own certificate.
         assert_eq!(
             f.hubs.device(hub.as_str(), &rid).unwrap().auth_kind,
-            "certificateAuthority"
+            "selfSigned"
         );
         let rec = f
             .svc

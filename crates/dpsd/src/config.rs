@@ -144,6 +144,30 @@ pub struct Hub {
     /// The hub's region, for lowest latency.
     #[serde(default)]
     pub region: Option<String>,
+    /// The connector (`embedded`, `azure-iothub`, `mqtt-broker`) and its settings: crate::hubs.
+    #[serde(default)]
+    pub kind: crate::hubs::HubKind,
+    #[serde(default)]
+    pub connection_string: Option<String>,
+    #[serde(default)]
+    pub connection_string_env: Option<String>,
+    /// Azure: the registry endpoint to call instead of `https://{host_name}`; broker: its URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub trust_root: Option<PathBuf>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub retries: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -186,6 +210,9 @@ impl Config {
             .flat_map(|s| s.cas.iter_mut())
             .for_each(|c| c.rebase(base));
         crate::alloc_config::rebase(&mut cfg, base);
+        for h in cfg.scopes.iter_mut().flat_map(|s| s.hubs.iter_mut()) {
+            h.trust_root.iter_mut().for_each(rebase);
+        }
         if cfg.scopes.is_empty() {
             bail!("{}: at least one [[scope]] is required", path.display());
         }
@@ -209,12 +236,7 @@ pub fn dev_scope(data_dir: &Path) -> Result<Scope> {
         id_scope: format!("0ne{:08X}", u32::from_be_bytes(id)),
         service_host_name: default_host(),
         allocation_policy: default_policy(),
-        hubs: vec![Hub {
-            host_name: "dev-hub.localhost".into(),
-            allocation_weight: 1,
-            apply_allocation_policy: true,
-            region: None,
-        }],
+        hubs: vec![Hub::embedded("dev-hub.localhost")],
         cas: Vec::new(),
         policies: vec![Policy {
             name: "provisioningserviceowner".into(),

@@ -8,6 +8,7 @@ mod alloc_config;
 mod ca;
 mod config;
 mod devca;
+mod hubs;
 mod probe;
 mod store;
 
@@ -15,7 +16,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use dps_connect::InProcessHubRegistry;
 use dps_service::{Service, ServiceOptions};
 use dps_store::MemoryStore;
 
@@ -138,11 +138,11 @@ async fn run(args: Args) -> Result<()> {
         &std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?,
     )
     .context("loading the TLS certificate")?;
-    let mut builder =
-        Service::builder(store, InProcessHubRegistry::default()).options(ServiceOptions {
-            retry_after_secs: cfg.service.retry_after_secs,
-            ..ServiceOptions::default()
-        });
+    let (router, _embedded) = hubs::build_router(&cfg.scopes)?;
+    let mut builder = Service::builder(store, router).options(ServiceOptions {
+        retry_after_secs: cfg.service.retry_after_secs,
+        ..ServiceOptions::default()
+    });
     let mut seen = std::collections::HashSet::new();
     let mut probe_targets = Vec::new();
     for s in &cfg.scopes {
