@@ -27,6 +27,7 @@
 //! ```
 
 pub mod attestation;
+pub mod certificate;
 pub mod enrollment;
 pub mod ids;
 pub mod registration;
@@ -37,6 +38,7 @@ pub use attestation::{
     AttestationKind, AttestationMechanism, KeyError, SymmetricKey, SymmetricKeyAttestation,
     TpmAttestation, X509Attestation, X509CaReferences, X509CertificateWithInfo, X509Certificates,
 };
+pub use certificate::{CaCertificate, CertificateProperties};
 pub use enrollment::{
     AllocationPolicy, CustomAllocationDefinition, DeviceCapabilities, EnrollmentGroup,
     IndividualEnrollment, InitialTwin, PolicyView, ProvisioningStatus, ReprovisionPolicy,
