@@ -509,8 +509,10 @@ impl Store for PgStore {
 }
 
 /// Meter rows per (scope, kind): concurrent commits add to different rows instead of queueing
-/// on one row lock held until each commit's WAL flush.
-pub(crate) const METER_SHARDS: i32 = 32;
+/// on one row lock held until each commit's WAL flush. With 32 connections, two concurrent
+/// commits pick the same row about 3 % of the time (32 shards measured 11 of 32 connections
+/// waiting on row locks); reading the counts sums at most this many rows per kind.
+pub(crate) const METER_SHARDS: i32 = 1024;
 
 /// The shard a commit counts in: spread by its operation ID.
 fn meter_shard(op_id: &str) -> i32 {
