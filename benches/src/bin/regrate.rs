@@ -90,13 +90,28 @@ async fn main() -> Result<()> {
     let mem = rate("memory", MemoryStore::new(), &args).await?;
     let dir = std::env::temp_dir().join(format!("dps-regrate-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let redb = rate(
-        "embedded",
-        dps_store_redb::RedbStore::open(dir.join("dps.redb"))?,
-        &args,
-    )
-    .await?;
-    println!("embedded / memory = {:.2}", redb / mem);
+    for quick_repair in [true, false] {
+        let mut options = dps_store_redb::RedbOptions::default();
+        options.quick_repair = quick_repair;
+        let path = dir.join(format!("dps-{quick_repair}.redb"));
+        let store = dps_store_redb::RedbStore::open_with(&path, options)?;
+        let name = if quick_repair {
+            "embedded"
+        } else {
+            "embedded-no-qr"
+        };
+        let r = rate(name, store.clone(), &args).await?;
+        let w = store.writer_stats();
+        println!(
+            "{:<10} {} transactions, {:.1} writes each (largest {}), {:.0} bytes on disk per registration",
+            "",
+            w.transactions,
+            w.writes as f64 / w.transactions.max(1) as f64,
+            w.largest_batch,
+            std::fs::metadata(&path)?.len() as f64 / args.count as f64
+        );
+        println!("{name} / memory = {:.2}", r / mem);
+    }
     std::fs::remove_dir_all(&dir)?;
     if let Some(url) = &args.database_url {
         let mut cfg = dps_store_pg::PgConfig::new(url.clone());

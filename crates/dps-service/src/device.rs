@@ -161,7 +161,7 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
             .map_err(|e| Rejection::BadRequest(e.to_string()))?;
         let op = self
             .store
-            .operation(&scope.id_scope, operation_id)
+            .operation(&scope.id_scope, operation_id, self.clock.now())
             .await
             .map_err(store_err)?
             .filter(|op| op.registration_id.key() == rid.key());

@@ -9,7 +9,11 @@
 //!   etag, group). Every statement is prepared once per connection.
 //! - Transient failures (serialization failures, deadlocks, lost connections, an exhausted pool)
 //!   are retried with exponential backoff; what remains is `StoreError::Unavailable`.
-//! - TLS to the database is not wired yet: use a local socket or a trusted network.
+//! - TLS to the database is optional ([`PgTls`]: `disable`, `require`, `verify-full` with a CA
+//!   file), over rustls; see [`tls`](crate::PgTls) for what each mode checks.
+//! - A registration commit is one statement (record, operation, meter and pruning in CTEs):
+//!   one round trip and one transaction; meters are sharded over several rows so concurrent
+//!   commits never queue on one row lock.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), dps_store::StoreError> {
@@ -21,6 +25,9 @@
 
 pub mod schema;
 mod store;
+mod tls;
+
+pub use tls::PgTls;
 
 use std::collections::HashMap;
 use std::str::FromStr as _;
@@ -30,6 +37,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use dps_store::StoreError;
 use dps_types::EnrollmentGroup;
+use tokio_postgres::config::SslMode;
 
 /// Connection settings.
 #[derive(Debug, Clone)]
@@ -42,6 +50,9 @@ pub struct PgConfig {
     pub max_connections: usize,
     /// Attempts for a transient failure before giving up.
     pub max_attempts: u32,
+    /// TLS to the server (default [`PgTls::Disable`]). An `sslmode` in `url` is ignored; this
+    /// setting decides.
+    pub tls: PgTls,
 }
 
 impl PgConfig {
@@ -52,6 +63,7 @@ impl PgConfig {
             schema: "dps".into(),
             max_connections: 16,
             max_attempts: 5,
+            tls: PgTls::Disable,
         }
     }
 }
@@ -63,6 +75,12 @@ pub struct PgStore {
     schema: Arc<str>,
     max_attempts: u32,
     groups: Arc<Mutex<GroupCache>>,
+    sql: Arc<Statements>,
+}
+
+/// SQL text built once per store (it embeds the schema name).
+pub(crate) struct Statements {
+    pub(crate) commit: String,
 }
 
 /// Per scope key: the group version seen and the groups at that version.
@@ -123,15 +141,21 @@ impl PgStore {
                 format!("invalid schema name {:?}", cfg.schema).into(),
             ));
         }
-        let pg = tokio_postgres::Config::from_str(&cfg.url)
+        let mut pg = tokio_postgres::Config::from_str(&cfg.url)
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
-        let mgr = Manager::from_config(
-            pg,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = match tls::client_config(&cfg.tls).map_err(|e| StoreError::Backend(e.into()))? {
+            None => {
+                pg.ssl_mode(SslMode::Disable);
+                Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
+            }
+            Some(config) => {
+                pg.ssl_mode(SslMode::Require);
+                Manager::from_config(pg, tls::MakeRustls(config), manager_config)
+            }
+        };
         let pool = Pool::builder(mgr)
             .max_size(cfg.max_connections.max(1))
             .build()
@@ -141,6 +165,9 @@ impl PgStore {
             schema: cfg.schema.clone().into(),
             max_attempts: cfg.max_attempts.max(1),
             groups: Arc::default(),
+            sql: Arc::new(Statements {
+                commit: store::commit_sql(&cfg.schema),
+            }),
         };
         store.migrate().await?;
         Ok(store)
@@ -238,6 +265,32 @@ impl PgStore {
         self.retry(|| async {
             let c = self.pool.get().await?;
             Ok(c.query_one(sql, &[&schema]).await?.get::<_, i64>(0))
+        })
+        .await
+    }
+
+    /// Whether this store's connections to the server are encrypted (`pg_stat_ssl` of one
+    /// pooled connection).
+    pub async fn tls_in_use(&self) -> Result<bool, StoreError> {
+        let sql =
+            "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)";
+        self.retry(|| async {
+            let c = self.pool.get().await?;
+            Ok(c.query_one(sql, &[]).await?.get::<_, bool>(0))
+        })
+        .await
+    }
+
+    /// The server's `ssl` setting (on or off) and its `ssl_cert_file`.
+    pub async fn server_tls_settings(&self) -> Result<(bool, String), StoreError> {
+        self.retry(|| async {
+            let c = self.pool.get().await?;
+            let on = c.query_one("SHOW ssl", &[]).await?.get::<_, String>(0) == "on";
+            let file = c
+                .query_one("SHOW ssl_cert_file", &[])
+                .await?
+                .get::<_, String>(0);
+            Ok((on, file))
         })
         .await
     }

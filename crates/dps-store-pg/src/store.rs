@@ -1,14 +1,16 @@
 //! `dps_store::Store` for [`PgStore`]: etag compare-and-set in SQL, key-ordered paging, the
-//! registration commit in one transaction.
+//! registration commit as one statement (one round trip, one transaction).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, PoisonError};
 
 use dps_store::{
     DeleteCondition, Page, RegistrationCommit, Result, Store, StoreError, WriteCondition,
 };
 use dps_types::{
-    EnrollmentGroup, Etag, IdScope, IndividualEnrollment, Operation, RegistrationRecord,
+    CaCertificate, EnrollmentGroup, Etag, IdScope, IndividualEnrollment, Operation,
+    RegistrationRecord, Timestamp,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,6 +19,7 @@ use crate::{Fail, PgStore};
 
 const ENROLLMENTS: &str = "enrollments";
 const GROUPS: &str = "enrollment_groups";
+const CERTIFICATES: &str = "ca_certificates";
 
 fn encode<T: Serialize>(v: &T) -> std::result::Result<Vec<u8>, Fail> {
     serde_json::to_vec(v).map_err(|e| Fail::Store(StoreError::Backend(Box::new(e))))
@@ -359,75 +362,58 @@ impl Store for PgStore {
     }
 
     async fn commit_registration(&self, scope: &IdScope, c: RegistrationCommit) -> Result<()> {
-        let reg_sql = format!(
-            "INSERT INTO {} (scope, key, group_key, etag, doc) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (scope, key) DO UPDATE SET group_key = EXCLUDED.group_key, etag = EXCLUDED.etag, doc = EXCLUDED.doc",
-            self.table("registrations")
-        );
-        let op_sql = format!(
-            "INSERT INTO {} (scope, id, created, doc) VALUES ($1, $2, $3, $4) ON CONFLICT (scope, id) DO UPDATE SET doc = EXCLUDED.doc",
-            self.table("operations")
-        );
-        let prune_sql = format!(
-            "DELETE FROM {} WHERE scope = $1 AND created < $2",
-            self.table("operations")
-        );
-        let meter_sql = format!(
-            "INSERT INTO {} (scope, kind, count) VALUES ($1, $2, 1) ON CONFLICT (scope, kind) DO UPDATE SET count = {}.count + 1",
-            self.table("meters"),
-            self.table("meters")
-        );
         let skey = scope.key();
-        let record = match &c.record {
-            Some(r) => Some((
-                r.state.registration_id.key(),
+        let (key, group, etag, doc) = match &c.record {
+            Some(r) => (
+                Some(r.state.registration_id.key()),
                 r.enrollment_group_id.as_ref().map(|g| g.key()),
-                bare(r.state.etag.as_ref()),
-                encode(r).map_err(fail_to_store)?,
-            )),
-            None => None,
+                Some(bare(r.state.etag.as_ref())),
+                Some(encode(r).map_err(fail_to_store)?),
+            ),
+            None => (None, None, None, None),
         };
         let op_doc = encode(&c.operation).map_err(fail_to_store)?;
         let op_id = c.operation.operation_id.to_string();
         let created = c.operation.created.unix_seconds();
-        let horizon = created - dps_store::OPERATION_TTL_SECS;
+        let horizon = created.saturating_sub(dps_store::OPERATION_TTL_SECS);
+        let kind: Option<&str> = c.meter;
+        let shard = meter_shard(&op_id);
+        let sql = &self.sql.commit;
         self.retry(|| async {
-            let mut client = self.pool.get().await?;
-            let tx = client.transaction().await?;
-            if let Some((key, group, etag, doc)) = &record {
-                tx.execute(
-                    &tx.prepare_cached(&reg_sql).await?,
-                    &[&skey, key, group, etag, doc],
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(sql).await?;
+            client
+                .execute(
+                    &stmt,
+                    &[
+                        &skey, &key, &group, &etag, &doc, &op_id, &created, &op_doc, &horizon,
+                        &kind, &shard,
+                    ],
                 )
                 .await?;
-            }
-            tx.execute(
-                &tx.prepare_cached(&op_sql).await?,
-                &[&skey, &op_id, &created, &op_doc],
-            )
-            .await?;
-            tx.execute(&tx.prepare_cached(&prune_sql).await?, &[&skey, &horizon])
-                .await?;
-            if let Some(kind) = c.meter {
-                tx.execute(&tx.prepare_cached(&meter_sql).await?, &[&skey, &kind])
-                    .await?;
-            }
-            tx.commit().await?;
             Ok(())
         })
         .await
     }
 
-    async fn operation(&self, scope: &IdScope, id: &str) -> Result<Option<Operation>> {
+    async fn operation(
+        &self,
+        scope: &IdScope,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Operation>> {
         let sql = format!(
-            "SELECT doc FROM {} WHERE scope = $1 AND id = $2",
+            "SELECT doc FROM {} WHERE scope = $1 AND id = $2 AND created >= $3",
             self.table("operations")
         );
         let skey = scope.key();
+        let horizon = now
+            .unix_seconds()
+            .saturating_sub(dps_store::OPERATION_TTL_SECS);
         self.retry(|| async {
             let c = self.pool.get().await?;
             match c
-                .query_opt(&c.prepare_cached(&sql).await?, &[&skey, &id])
+                .query_opt(&c.prepare_cached(&sql).await?, &[&skey, &id, &horizon])
                 .await?
             {
                 Some(row) => Ok(Some(decode(row.get::<_, &[u8]>(0))?)),
@@ -437,17 +423,59 @@ impl Store for PgStore {
         .await
     }
 
+    async fn certificate(&self, scope: &IdScope, key: &str) -> Result<Option<CaCertificate>> {
+        self.get_doc(CERTIFICATES, scope, key).await
+    }
+
+    async fn put_certificate(
+        &self,
+        scope: &IdScope,
+        c: CaCertificate,
+        cond: WriteCondition,
+    ) -> Result<()> {
+        let doc = encode(&c).map_err(fail_to_store)?;
+        self.put_doc(
+            CERTIFICATES,
+            scope,
+            &c.key(),
+            &bare(c.etag.as_ref()),
+            &doc,
+            &cond,
+        )
+        .await
+    }
+
+    async fn delete_certificate(
+        &self,
+        scope: &IdScope,
+        key: &str,
+        cond: DeleteCondition,
+    ) -> Result<()> {
+        self.delete_doc(CERTIFICATES, scope, key, &cond).await
+    }
+
+    async fn list_certificates(
+        &self,
+        scope: &IdScope,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CaCertificate>> {
+        self.list_docs(CERTIFICATES, scope, None, after, limit)
+            .await
+    }
+
     async fn meter(&self, scope: &IdScope, kind: &'static str, n: u64) -> Result<()> {
         let sql = format!(
-            "INSERT INTO {} (scope, kind, count) VALUES ($1, $2, $3) ON CONFLICT (scope, kind) DO UPDATE SET count = {}.count + EXCLUDED.count",
-            self.table("meters"),
-            self.table("meters")
+            "INSERT INTO {t} (scope, kind, shard, count) VALUES ($1, $2, $4, $3) \
+             ON CONFLICT (scope, kind, shard) DO UPDATE SET count = {t}.count + EXCLUDED.count",
+            t = self.table("meter_shards")
         );
         let skey = scope.key();
         let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let shard = next_shard();
         self.retry(|| async {
             let c = self.pool.get().await?;
-            c.execute(&c.prepare_cached(&sql).await?, &[&skey, &kind, &n])
+            c.execute(&c.prepare_cached(&sql).await?, &[&skey, &kind, &n, &shard])
                 .await?;
             Ok(())
         })
@@ -455,9 +483,12 @@ impl Store for PgStore {
     }
 
     async fn operation_counts(&self, scope: &IdScope) -> Result<BTreeMap<String, u64>> {
+        // Version-1 counts stay in `meters`; everything since goes to `meter_shards`.
         let sql = format!(
-            "SELECT kind, count FROM {} WHERE scope = $1",
-            self.table("meters")
+            "SELECT kind, SUM(count)::BIGINT FROM (SELECT kind, count FROM {} WHERE scope = $1 \
+             UNION ALL SELECT kind, count FROM {} WHERE scope = $1) AS m GROUP BY kind",
+            self.table("meters"),
+            self.table("meter_shards")
         );
         let skey = scope.key();
         self.retry(|| async {
@@ -475,6 +506,56 @@ impl Store for PgStore {
         })
         .await
     }
+}
+
+/// Meter rows per (scope, kind): concurrent commits add to different rows instead of queueing
+/// on one row lock held until each commit's WAL flush. With 32 connections, two concurrent
+/// commits pick the same row about 3 % of the time (32 shards measured 11 of 32 connections
+/// waiting on row locks); reading the counts sums at most this many rows per kind.
+pub(crate) const METER_SHARDS: i32 = 1024;
+
+/// The shard a commit counts in: spread by its operation ID.
+fn meter_shard(op_id: &str) -> i32 {
+    let h = op_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    i32::try_from(h % METER_SHARDS.unsigned_abs()).unwrap_or(0)
+}
+
+/// The shard a plain `meter` call counts in: round robin.
+fn next_shard() -> i32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    i32::try_from(NEXT.fetch_add(1, Ordering::Relaxed) % METER_SHARDS.unsigned_abs()).unwrap_or(0)
+}
+
+/// The registration commit as one statement (one round trip, one implicit transaction): the
+/// record upsert (skipped when `$2` is null), the operation upsert, the meter increment
+/// (skipped when `$10` is null) and pruning of the scope's expired operations. Pruning takes
+/// at most 64 rows and skips rows another commit is already deleting, so concurrent commits
+/// never wait on each other for it (reads hide expired operations anyway).
+pub(crate) fn commit_sql(schema: &str) -> String {
+    format!(
+        "WITH reg AS (\
+           INSERT INTO {s}.registrations (scope, key, group_key, etag, doc) \
+           SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::TEXT, $5::BYTEA WHERE $2::TEXT IS NOT NULL \
+           ON CONFLICT (scope, key) DO UPDATE SET group_key = EXCLUDED.group_key, \
+           etag = EXCLUDED.etag, doc = EXCLUDED.doc RETURNING 1), \
+         op AS (\
+           INSERT INTO {s}.operations (scope, id, created, doc) VALUES ($1, $6::TEXT, $7::BIGINT, $8::BYTEA) \
+           ON CONFLICT (scope, id) DO UPDATE SET created = EXCLUDED.created, doc = EXCLUDED.doc RETURNING 1), \
+         meter AS (\
+           INSERT INTO {s}.meter_shards (scope, kind, shard, count) \
+           SELECT $1, $10::TEXT, $11::INT, 1 WHERE $10::TEXT IS NOT NULL \
+           ON CONFLICT (scope, kind, shard) DO UPDATE SET count = {s}.meter_shards.count + 1 RETURNING 1), \
+         expired AS (\
+           SELECT scope, id FROM {s}.operations WHERE scope = $1 AND created < $9::BIGINT \
+           LIMIT 64 FOR UPDATE SKIP LOCKED), \
+         pruned AS (\
+           DELETE FROM {s}.operations o USING expired e WHERE o.scope = e.scope AND o.id = e.id RETURNING 1) \
+         SELECT (SELECT count(*) FROM reg) + (SELECT count(*) FROM op) + (SELECT count(*) FROM meter) \
+           + (SELECT count(*) FROM pruned)",
+        s = schema
+    )
 }
 
 fn fail_to_store(f: Fail) -> StoreError {

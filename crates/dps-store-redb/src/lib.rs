@@ -25,8 +25,8 @@
 //!   not see another process's writes anyway); scale out with PostgreSQL instead.
 //!
 //! What it does not do: mint etags, read a clock or decide anything (the service does), or
-//! expire operations on a timer (expired operations are pruned by later registration commits
-//! of the same scope, as in the memory store). A write whose future is dropped after it was
+//! expire operations on a timer: an expired operation is hidden from reads (the caller passes
+//! `now`) and deleted by a later registration commit of the same scope, as in the memory store. A write whose future is dropped after it was
 //! queued may still be applied. [`RedbStore::open`] and dropping the last handle (which waits
 //! for queued writes and releases the file) block briefly: do both outside hot paths.
 //!
@@ -75,7 +75,10 @@ use std::thread::JoinHandle;
 use dps_store::{
     DeleteCondition, Page, RegistrationCommit, Result, Store, StoreError, WriteCondition,
 };
-use dps_types::{EnrollmentGroup, IdScope, IndividualEnrollment, Operation, RegistrationRecord};
+use dps_types::{
+    CaCertificate, EnrollmentGroup, IdScope, IndividualEnrollment, Operation, RegistrationRecord,
+    Timestamp,
+};
 use redb::{Database, ReadableDatabase};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -625,7 +628,12 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn operation(&self, scope: &IdScope, id: &str) -> Result<Option<Operation>> {
+    async fn operation(
+        &self,
+        scope: &IdScope,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Operation>> {
         let (scope, id) = (scope.key(), id.to_owned());
         self.read(ReadKind::Point, move |db| {
             let txn = db.begin_read().map_err(error::db)?;
@@ -633,9 +641,60 @@ impl Store for RedbStore {
             let Some(v) = t.get((scope.as_str(), id.as_str())).map_err(error::db)? else {
                 return Ok(None);
             };
-            decode("operations", &id, v.value().1).map(Some)
+            let (created, json) = v.value();
+            if dps_store::operation_expired(created, now) {
+                return Ok(None);
+            }
+            decode("operations", &id, json).map(Some)
         })
         .await
+    }
+
+    async fn certificate(&self, scope: &IdScope, key: &str) -> Result<Option<CaCertificate>> {
+        self.get_doc(DocTable::Certificates, scope, key).await
+    }
+
+    async fn put_certificate(
+        &self,
+        scope: &IdScope,
+        c: CaCertificate,
+        cond: WriteCondition,
+    ) -> Result<()> {
+        let json = encode(&c)?;
+        let op = Self::doc_write(
+            DocTable::Certificates,
+            scope,
+            c.key(),
+            c.etag.as_ref(),
+            json,
+            cond,
+        );
+        self.write(op).await
+    }
+
+    async fn delete_certificate(
+        &self,
+        scope: &IdScope,
+        key: &str,
+        cond: DeleteCondition,
+    ) -> Result<()> {
+        self.write(WriteOp::DeleteDoc {
+            table: DocTable::Certificates,
+            scope: scope.key(),
+            key: key.to_owned(),
+            cond,
+        })
+        .await
+    }
+
+    async fn list_certificates(
+        &self,
+        scope: &IdScope,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CaCertificate>> {
+        self.list_docs(DocTable::Certificates, scope, after, limit)
+            .await
     }
 
     async fn meter(&self, scope: &IdScope, kind: &'static str, n: u64) -> Result<()> {

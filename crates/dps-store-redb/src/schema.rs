@@ -1,4 +1,4 @@
-//! The on-disk layout (format version 1).
+//! The on-disk layout (format version 2).
 //!
 //! Every record table is keyed by `(scope key, record key)` tuples, so a scope's records are one
 //! contiguous key range in record-key order (redb compares `&str` tuple elements bytewise, the
@@ -18,6 +18,10 @@
 //! | `operations` | (scope, operation id) | (created unix seconds, JSON) |
 //! | `operations_by_created` | (scope, created unix seconds, operation id) | `()` |
 //! | `meters` | (scope, kind) | `u64` |
+//! | `certificates` | (scope, certificate name key) | (etag, JSON) |
+//!
+//! Version history: 1 = the first format; 2 added `certificates` (a version-1 file is upgraded
+//! in place when opened: the new table is created empty).
 //!
 //! A change to any of these bumps [`FORMAT_VERSION`] and adds a step to the (private) `migrate` function; a file
 //! with a newer version is refused untouched.
@@ -29,7 +33,7 @@ use dps_store::StoreError;
 use crate::error::{self, Error};
 
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
 /// The key of the format version in [`META`].
 pub(crate) const FORMAT_KEY: &str = "format_version";
@@ -56,6 +60,8 @@ pub(crate) const OPERATIONS: TableDefinition<DocKey, OpValue> = TableDefinition:
 pub(crate) const OPERATIONS_BY_CREATED: TableDefinition<ExpiryKey, ()> =
     TableDefinition::new("operations_by_created");
 pub(crate) const METERS: TableDefinition<DocKey, u64> = TableDefinition::new("meters");
+pub(crate) const CERTIFICATES: TableDefinition<DocKey, DocValue> =
+    TableDefinition::new("certificates");
 
 /// Creates the tables of a new file, or checks and migrates an existing one, in one durable
 /// transaction.
@@ -84,12 +90,16 @@ pub(crate) fn prepare(db: &Database) -> Result<(), StoreError> {
     txn.open_table(OPERATIONS).map_err(error::db)?;
     txn.open_table(OPERATIONS_BY_CREATED).map_err(error::db)?;
     txn.open_table(METERS).map_err(error::db)?;
+    txn.open_table(CERTIFICATES).map_err(error::db)?;
     txn.commit().map_err(error::db)
 }
 
 /// Brings a file of format `from` up to [`FORMAT_VERSION`], inside the opening transaction.
-/// Version 1 is the first format, so there is nothing to do yet; each later version adds an
-/// idempotent step here (`if from < 2 { ... }`).
-fn migrate(_txn: &redb::WriteTransaction, _from: u64) -> Result<(), StoreError> {
+/// Each version adds an idempotent step here (`if from < N { ... }`).
+fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
+    if from < 2 {
+        // Version 2 only adds the (empty) certificates table.
+        txn.open_table(CERTIFICATES).map_err(error::db)?;
+    }
     Ok(())
 }

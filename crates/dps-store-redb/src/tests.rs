@@ -65,6 +65,7 @@ fn a_new_file_gets_the_current_format_and_every_table() {
     assert_eq!(
         names,
         [
+            "certificates",
             "enrollments",
             "groups",
             "meta",
@@ -74,6 +75,43 @@ fn a_new_file_gets_the_current_format_and_every_table() {
             "registrations",
             "registrations_by_group"
         ]
+    );
+}
+
+#[test]
+fn a_version_1_file_is_upgraded_and_keeps_its_data() {
+    let (path, _cleanup) = temp_path("v1");
+    let sc = IdScope::new("0ne00000001").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    {
+        let s = RedbStore::open(&path).unwrap();
+        rt.block_on(s.put_enrollment(&sc, enrollment("dev-1", "1"), WriteCondition::MustNotExist))
+            .unwrap();
+    }
+    // Make it look like a version-1 file: no certificates table, version 1.
+    {
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(schema::CERTIFICATES).unwrap());
+        txn.open_table(schema::META)
+            .unwrap()
+            .insert(schema::FORMAT_KEY, 1)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let s = RedbStore::open(&path).unwrap();
+    assert!(rt.block_on(s.enrollment(&sc, "dev-1")).unwrap().is_some());
+    let page = rt.block_on(s.list_certificates(&sc, None, 10)).unwrap();
+    assert!(page.items.is_empty());
+    drop(s);
+    let db = Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(schema::META).unwrap();
+    assert_eq!(
+        meta.get(schema::FORMAT_KEY).unwrap().map(|v| v.value()),
+        Some(schema::FORMAT_VERSION)
     );
 }
 

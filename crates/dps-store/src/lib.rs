@@ -35,10 +35,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use dps_types::{
-    EnrollmentGroup, Etag, IdScope, IndividualEnrollment, Operation, RegistrationRecord,
+    CaCertificate, EnrollmentGroup, Etag, IdScope, IndividualEnrollment, Operation,
+    RegistrationRecord, Timestamp,
 };
 
-pub use memory::{MemoryStore, OPERATION_TTL_SECS, block_on_ready};
+pub use memory::{MemoryStore, OPERATION_TTL_SECS, block_on_ready, operation_expired};
 
 /// How a write treats an existing record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +62,10 @@ pub enum DeleteCondition {
     IfMatch(Etag),
 }
 
-/// Portable error kinds.
+/// Portable error kinds. Every backend maps its failures onto these, so callers decide without
+/// knowing the backend: `NotFound`, `Conflict` and `PreconditionFailed` are answers about the
+/// data; `Unavailable` is worth retrying later ([`StoreError::is_retryable`]); `Backend` is a
+/// fault that retrying will not fix (corrupt data, a refused schema, a bug).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -80,6 +84,13 @@ pub enum StoreError {
     /// Any other backend failure.
     #[error("storage backend error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Whether retrying the same call later may succeed (only [`StoreError::Unavailable`]).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// Result alias.
@@ -197,12 +208,43 @@ pub trait Store: Send + Sync + 'static {
         scope: &IdScope,
         c: RegistrationCommit,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// An operation by ID.
+    /// An operation by ID, unless it expired: an operation created more than
+    /// [`OPERATION_TTL_SECS`] before `now` is not returned, whether or not a later commit has
+    /// pruned it yet.
     fn operation(
         &self,
         scope: &IdScope,
         id: &str,
+        now: Timestamp,
     ) -> impl Future<Output = Result<Option<Operation>>> + Send;
+
+    /// A CA certificate of the scope by name key ([`CaCertificate::key`]).
+    fn certificate(
+        &self,
+        scope: &IdScope,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<CaCertificate>>> + Send;
+    /// Writes a CA certificate (its etag and times already set by the caller).
+    fn put_certificate(
+        &self,
+        scope: &IdScope,
+        c: CaCertificate,
+        cond: WriteCondition,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes a CA certificate.
+    fn delete_certificate(
+        &self,
+        scope: &IdScope,
+        key: &str,
+        cond: DeleteCondition,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// CA certificates with keys after `after`, at most `limit`.
+    fn list_certificates(
+        &self,
+        scope: &IdScope,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page<CaCertificate>>> + Send;
 
     /// Adds `n` operations of `kind` to the scope's meter.
     fn meter(

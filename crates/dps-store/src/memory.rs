@@ -7,13 +7,21 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 
 use dps_types::{
-    EnrollmentGroup, Etag, IdScope, IndividualEnrollment, Operation, RegistrationRecord,
+    CaCertificate, EnrollmentGroup, Etag, IdScope, IndividualEnrollment, Operation,
+    RegistrationRecord, Timestamp,
 };
 
 use crate::{DeleteCondition, Page, RegistrationCommit, Result, Store, StoreError, WriteCondition};
 
 /// How long an operation stays pollable, in seconds of its own `created` time.
 pub const OPERATION_TTL_SECS: i64 = 3600;
+
+/// Whether an operation created at `created` (unix seconds) has expired at `now`: it was created
+/// more than [`OPERATION_TTL_SECS`] before. Every backend applies this same rule on reads and
+/// prunes by it on commits.
+pub fn operation_expired(created: i64, now: Timestamp) -> bool {
+    created < now.unix_seconds().saturating_sub(OPERATION_TTL_SECS)
+}
 
 #[derive(Default)]
 struct ScopeData {
@@ -24,6 +32,7 @@ struct ScopeData {
     operations: HashMap<String, Operation>,
     operation_order: VecDeque<(i64, String)>,
     meters: BTreeMap<String, u64>,
+    certificates: BTreeMap<String, CaCertificate>,
 }
 
 /// The in-memory store. Cloning shares the data.
@@ -267,8 +276,60 @@ impl Store for MemoryStore {
         }))
     }
 
-    fn operation(&self, scope: &IdScope, id: &str) -> Ready<Result<Option<Operation>>> {
-        ready(Ok(self.read(scope, |d| d.operations.get(id).cloned())))
+    fn operation(
+        &self,
+        scope: &IdScope,
+        id: &str,
+        now: Timestamp,
+    ) -> Ready<Result<Option<Operation>>> {
+        ready(Ok(self.read(scope, |d| {
+            d.operations
+                .get(id)
+                .filter(|op| !operation_expired(op.created.unix_seconds(), now))
+                .cloned()
+        })))
+    }
+
+    fn certificate(&self, scope: &IdScope, key: &str) -> Ready<Result<Option<CaCertificate>>> {
+        ready(Ok(self.read(scope, |d| d.certificates.get(key).cloned())))
+    }
+
+    fn put_certificate(
+        &self,
+        scope: &IdScope,
+        c: CaCertificate,
+        cond: WriteCondition,
+    ) -> Ready<Result<()>> {
+        ready(self.write(scope, |d| {
+            let key = c.key();
+            check_write(etag_of(&d.certificates, &key, |c| c.etag.as_ref()), &cond)?;
+            d.certificates.insert(key, c);
+            Ok(())
+        }))
+    }
+
+    fn delete_certificate(
+        &self,
+        scope: &IdScope,
+        key: &str,
+        cond: DeleteCondition,
+    ) -> Ready<Result<()>> {
+        ready(self.write(scope, |d| {
+            check_delete(etag_of(&d.certificates, key, |c| c.etag.as_ref()), &cond)?;
+            d.certificates.remove(key);
+            Ok(())
+        }))
+    }
+
+    fn list_certificates(
+        &self,
+        scope: &IdScope,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Ready<Result<Page<CaCertificate>>> {
+        ready(Ok(self.read(scope, |d| {
+            page(&d.certificates, after, limit, |_| true)
+        })))
     }
 
     fn meter(&self, scope: &IdScope, kind: &'static str, n: u64) -> Ready<Result<()>> {

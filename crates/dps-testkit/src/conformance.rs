@@ -18,7 +18,9 @@
 //! snapshot that follows writes, registrations listed by group, `commit_registration` atomic
 //! (record + operation + meter), operations pruned an hour after their `created` time, meters
 //! that accumulate without lost updates, compare-and-set under 50 concurrent writers, records
-//! that round-trip exactly (including a 90 KB initial twin).
+//! that round-trip exactly (including a 90 KB initial twin), operations hidden from reads once
+//! older than the TTL at the caller's `now` even when nothing pruned them, and the scope's CA
+//! certificates with the same etag rules and paging as enrollments.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,9 +30,9 @@ use dps_store::{
     WriteCondition,
 };
 use dps_types::{
-    AttestationKind, DeviceRegistrationState, EnrollmentGroup, EnrollmentGroupId, Etag, IdScope,
-    IndividualEnrollment, Operation, OperationId, RegistrationId, RegistrationRecord,
-    RegistrationStatus, Timestamp,
+    AttestationKind, CaCertificate, CertificateProperties, DeviceRegistrationState,
+    EnrollmentGroup, EnrollmentGroupId, Etag, IdScope, IndividualEnrollment, Operation,
+    OperationId, RegistrationId, RegistrationRecord, RegistrationStatus, Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -48,12 +50,15 @@ pub const CHECKS: &[&str] = &[
     "registration_replace",
     "commit_registration_atomic",
     "operation_ttl",
+    "operation_expires_by_time",
     "meters_accumulate",
     "concurrent_cas",
     "concurrent_commits",
     "large_values",
     "records_round_trip",
     "missing_reads",
+    "certificates_cas",
+    "certificates_listing",
 ];
 
 /// Generates one `#[tokio::test]` per conformance check in the calling module. The argument is
@@ -67,8 +72,10 @@ macro_rules! store_conformance {
         $crate::store_conformance!(@checks $make;
             etag_create_only, etag_if_match, delete_conditions, case_insensitive_keys,
             scope_isolation, paging, paging_groups, groups_snapshot, registrations_by_group,
-            registration_replace, commit_registration_atomic, operation_ttl, meters_accumulate,
-            concurrent_cas, concurrent_commits, large_values, records_round_trip, missing_reads);
+            registration_replace, commit_registration_atomic, operation_ttl,
+            operation_expires_by_time, meters_accumulate, concurrent_cas, concurrent_commits,
+            large_values, records_round_trip, missing_reads, certificates_cas,
+            certificates_listing);
     };
     (@checks $make:expr; $($check:ident),+ $(,)?) => {
         $(
@@ -95,12 +102,15 @@ pub async fn run_all<S: Store, F: Fn() -> S>(make: F) {
     registration_replace(make()).await;
     commit_registration_atomic(make()).await;
     operation_ttl(make()).await;
+    operation_expires_by_time(make()).await;
     meters_accumulate(make()).await;
     concurrent_cas(make()).await;
     concurrent_commits(make()).await;
     large_values(make()).await;
     records_round_trip(make()).await;
     missing_reads(make()).await;
+    certificates_cas(make()).await;
+    certificates_listing(make()).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -197,6 +207,25 @@ pub fn operation(id: &str, rid: &str, created: i64) -> Operation {
         enrollment_group_id: None,
         attestation: AttestationKind::SymmetricKey,
         created: at(created),
+    }
+}
+
+/// A CA certificate record named `name` with etag `etag`.
+pub fn certificate(name: &str, etag: &str) -> CaCertificate {
+    CaCertificate {
+        name: name.to_owned(),
+        properties: CertificateProperties {
+            subject: Some(format!("CN={name}")),
+            expiry: Some(at(T0 + 86_400 * 365)),
+            thumbprint: Some("3F1A9C0B7D2E4F6A8B0C1D2E3F4A5B6C7D8E9F00".to_owned()),
+            is_verified: false,
+            created: Some(at(T0)),
+            updated: Some(at(T0)),
+            certificate: Some(
+                "-----BEGIN CERTIFICATE-----\nMIIBfixture\n-----END CERTIFICATE-----\n".to_owned(),
+            ),
+        },
+        etag: Some(Etag::new(etag)),
     }
 }
 
@@ -645,8 +674,18 @@ pub async fn scope_isolation<S: Store>(s: S) {
             .expect("registration")
             .is_none()
     );
-    assert!(s.operation(&b, "op-1").await.expect("operation").is_none());
-    assert!(s.operation(&a, "op-1").await.expect("operation").is_some());
+    assert!(
+        s.operation(&b, "op-1", at(T0))
+            .await
+            .expect("operation")
+            .is_none()
+    );
+    assert!(
+        s.operation(&a, "op-1", at(T0))
+            .await
+            .expect("operation")
+            .is_some()
+    );
     assert_eq!(
         s.list_registrations(&b, "g", None, 10)
             .await
@@ -944,10 +983,18 @@ pub async fn registration_replace<S: Store>(s: S) {
         vec![second.clone()]
     );
     assert!(
-        s.operation(&sc, "op-1").await.expect("operation").is_some(),
+        s.operation(&sc, "op-1", at(T0))
+            .await
+            .expect("operation")
+            .is_some(),
         "both operations kept"
     );
-    assert!(s.operation(&sc, "op-2").await.expect("operation").is_some());
+    assert!(
+        s.operation(&sc, "op-2", at(T0))
+            .await
+            .expect("operation")
+            .is_some()
+    );
     assert_err(
         s.delete_registration(&sc, "dev-1", DeleteCondition::IfMatch(Etag::new("1")))
             .await,
@@ -985,7 +1032,7 @@ pub async fn commit_registration_atomic<S: Store>(s: S) {
             .is_some()
     );
     assert_eq!(
-        s.operation(&sc, "op-1").await.expect("operation"),
+        s.operation(&sc, "op-1", at(T0)).await.expect("operation"),
         Some(operation("op-1", "dev-1", T0))
     );
     assert_eq!(
@@ -999,7 +1046,12 @@ pub async fn commit_registration_atomic<S: Store>(s: S) {
         meter: None,
     };
     s.commit_registration(&sc, bare).await.expect("commit");
-    assert!(s.operation(&sc, "op-2").await.expect("operation").is_some());
+    assert!(
+        s.operation(&sc, "op-2", at(T0))
+            .await
+            .expect("operation")
+            .is_some()
+    );
     assert!(
         s.registration(&sc, "dev-2")
             .await
@@ -1038,7 +1090,7 @@ pub async fn commit_registration_atomic<S: Store>(s: S) {
         if n > 0 {
             let last = n - 1;
             assert!(
-                s.operation(&other, &format!("c-{last}"))
+                s.operation(&other, &format!("c-{last}"), at(T0))
                     .await
                     .expect("operation")
                     .is_some(),
@@ -1054,7 +1106,7 @@ pub async fn commit_registration_atomic<S: Store>(s: S) {
         }
         // The reverse direction: the newest visible operation implies its record and meter.
         let probe = n.min(N - 1);
-        if s.operation(&other, &format!("c-{probe}"))
+        if s.operation(&other, &format!("c-{probe}"), at(T0))
             .await
             .expect("operation")
             .is_some()
@@ -1103,7 +1155,12 @@ pub async fn operation_ttl<S: Store>(s: S) {
     };
     let present = |id: &'static str| {
         let (s, sc) = (&s, &sc);
-        async move { s.operation(sc, id).await.expect("operation").is_some() }
+        async move {
+            s.operation(sc, id, at(T0))
+                .await
+                .expect("operation")
+                .is_some()
+        }
     };
     s.commit_registration(&sc, c(true, "op-a", T0))
         .await
@@ -1331,7 +1388,7 @@ pub async fn concurrent_commits<S: Store>(s: S) {
     assert_eq!(listed, want);
     for i in [0, N / 2, N - 1] {
         assert!(
-            s.operation(&sc, &format!("op-{i}"))
+            s.operation(&sc, &format!("op-{i}"), at(T0))
                 .await
                 .expect("operation")
                 .is_some()
@@ -1403,7 +1460,7 @@ pub async fn large_values<S: Store>(s: S) {
         Some(r.clone())
     );
     assert_eq!(
-        s.operation(&sc, "op-big").await.expect("operation"),
+        s.operation(&sc, "op-big", at(T0)).await.expect("operation"),
         Some(op)
     );
     assert_eq!(
@@ -1490,7 +1547,7 @@ pub async fn records_round_trip<S: Store>(s: S) {
         Some(r)
     );
     assert_eq!(
-        s.operation(&sc, op.operation_id.as_str())
+        s.operation(&sc, op.operation_id.as_str(), at(T0))
             .await
             .expect("operation"),
         Some(op)
@@ -1510,7 +1567,7 @@ pub async fn missing_reads<S: Store>(s: S) {
             .is_none()
     );
     assert!(
-        s.operation(&sc, "nothing")
+        s.operation(&sc, "nothing", at(T0))
             .await
             .expect("operation")
             .is_none()
@@ -1526,4 +1583,166 @@ pub async fn missing_reads<S: Store>(s: S) {
     assert!(p.items.is_empty() && p.next_after.is_none());
     assert!(s.groups_snapshot(&sc).await.expect("snapshot").is_empty());
     assert!(s.operation_counts(&sc).await.expect("counts").is_empty());
+}
+
+/// An operation read with a `now` more than `OPERATION_TTL_SECS` after its `created` time is
+/// not returned, even though no later commit pruned it; at exactly the TTL it still is, and a
+/// `now` before that sees it again (nothing was deleted by the read).
+pub async fn operation_expires_by_time<S: Store>(s: S) {
+    let sc = scope("0ne00000001");
+    let ttl = OPERATION_TTL_SECS;
+    s.commit_registration(&sc, commit(None, "op-old", "d-1", T0))
+        .await
+        .expect("commit");
+    let read = |now: i64| {
+        let (s, sc) = (&s, &sc);
+        async move { s.operation(sc, "op-old", at(now)).await.expect("operation") }
+    };
+    assert!(read(T0).await.is_some());
+    assert!(read(T0 + ttl).await.is_some(), "exactly one TTL old");
+    assert!(read(T0 + ttl + 1).await.is_none(), "expired by time");
+    assert!(read(T0 + 10 * ttl).await.is_none());
+    assert_eq!(
+        read(T0 + 1).await,
+        Some(operation("op-old", "d-1", T0)),
+        "a read does not delete"
+    );
+}
+
+/// CA certificates follow the etag rules of every record: create-only refuses an existing
+/// name (whatever its spelling) with `Conflict`; `IfMatch` replaces only on a matching etag
+/// (stale or missing: `PreconditionFailed`); `Any` upserts; deletes honour their condition;
+/// keys are case-folded while the stored name keeps its spelling; the record round-trips.
+pub async fn certificates_cas<S: Store>(s: S) {
+    let sc = scope("0ne00000001");
+    let key = CaCertificate::name_key("Root-CA");
+    s.put_certificate(
+        &sc,
+        certificate("Root-CA", "1"),
+        WriteCondition::MustNotExist,
+    )
+    .await
+    .expect("create");
+    assert_eq!(
+        s.certificate(&sc, &key).await.expect("read"),
+        Some(certificate("Root-CA", "1"))
+    );
+    assert_err(
+        s.put_certificate(
+            &sc,
+            certificate("ROOT-ca", "2"),
+            WriteCondition::MustNotExist,
+        )
+        .await,
+        "Conflict",
+    );
+    assert_err(
+        s.put_certificate(
+            &sc,
+            certificate("Root-CA", "2"),
+            WriteCondition::IfMatch(Etag::new("0")),
+        )
+        .await,
+        "PreconditionFailed",
+    );
+    assert_err(
+        s.put_certificate(
+            &sc,
+            certificate("Other", "1"),
+            WriteCondition::IfMatch(Etag::new("1")),
+        )
+        .await,
+        "PreconditionFailed",
+    );
+    assert!(s.certificate(&sc, "other").await.expect("read").is_none());
+    let mut verified = certificate("Root-CA", "2");
+    verified.properties.is_verified = true;
+    verified.properties.updated = Some(at(T0 + 60));
+    s.put_certificate(
+        &sc,
+        verified.clone(),
+        WriteCondition::IfMatch(Etag::new("1")),
+    )
+    .await
+    .expect("if-match update");
+    let got = s
+        .certificate(&sc, &key)
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(got, verified);
+    assert!(got.properties.is_verified);
+    assert_eq!(got.name, "Root-CA", "the stored spelling is kept");
+    assert!(
+        s.certificate(&scope("0ne00000002"), &key)
+            .await
+            .expect("read")
+            .is_none(),
+        "scopes are isolated"
+    );
+    s.put_certificate(&sc, certificate("Second", "1"), WriteCondition::Any)
+        .await
+        .expect("upsert creates");
+    s.put_certificate(&sc, certificate("Second", "5"), WriteCondition::Any)
+        .await
+        .expect("upsert replaces");
+    assert_err(
+        s.delete_certificate(&sc, &key, DeleteCondition::IfMatch(Etag::new("1")))
+            .await,
+        "PreconditionFailed",
+    );
+    assert!(s.certificate(&sc, &key).await.expect("read").is_some());
+    s.delete_certificate(&sc, &key, DeleteCondition::IfMatch(Etag::new("2")))
+        .await
+        .expect("delete");
+    assert!(s.certificate(&sc, &key).await.expect("read").is_none());
+    assert_err(
+        s.delete_certificate(&sc, &key, DeleteCondition::Any).await,
+        "NotFound",
+    );
+    s.delete_certificate(&sc, "second", DeleteCondition::Any)
+        .await
+        .expect("delete any");
+    assert!(
+        s.list_certificates(&sc, None, 10)
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+}
+
+/// CA certificates list in key order, a page at a time, with `next_after` only when more
+/// follow, and only the scope's own.
+pub async fn certificates_listing<S: Store>(s: S) {
+    let sc = scope("0ne00000001");
+    let other = scope("0ne000000010");
+    for i in (0..25).rev() {
+        s.put_certificate(
+            &sc,
+            certificate(&format!("CA-{i:02}"), "1"),
+            WriteCondition::Any,
+        )
+        .await
+        .expect("put");
+    }
+    s.put_certificate(&other, certificate("CA-99", "1"), WriteCondition::Any)
+        .await
+        .expect("put");
+    let keys = walk(
+        10,
+        |c: &CaCertificate| c.key(),
+        |after| {
+            let (s, sc) = (&s, &sc);
+            async move { s.list_certificates(sc, after.as_deref(), 10).await }
+        },
+    )
+    .await;
+    let want: Vec<String> = (0..25).map(|i| format!("ca-{i:02}")).collect();
+    assert_eq!(keys, want);
+    let p = s.list_certificates(&sc, None, 25).await.expect("list");
+    assert_eq!(p.items.len(), 25);
+    assert_eq!(p.next_after, None, "nothing follows an exact last page");
+    let p = s.list_certificates(&other, None, 10).await.expect("list");
+    assert_eq!(p.items, vec![certificate("CA-99", "1")]);
 }

@@ -20,7 +20,8 @@ mod mutants {
     };
     use dps_testkit::conformance;
     use dps_types::{
-        EnrollmentGroup, IdScope, IndividualEnrollment, Operation, RegistrationRecord,
+        CaCertificate, EnrollmentGroup, IdScope, IndividualEnrollment, Operation,
+        RegistrationRecord, Timestamp,
     };
 
     /// One planted bug each.
@@ -44,6 +45,7 @@ mod mutants {
         TruncatesLarge,
         DropsUnknownFields,
         SpuriousContinuation,
+        IgnoresNow,
     }
 
     #[derive(Default)]
@@ -317,7 +319,12 @@ mod mutants {
             self.inner.commit_registration(&s, c).await
         }
 
-        async fn operation(&self, s: &IdScope, id: &str) -> Result<Option<Operation>> {
+        async fn operation(
+            &self,
+            s: &IdScope,
+            id: &str,
+            now: Timestamp,
+        ) -> Result<Option<Operation>> {
             let s = self.sc(s);
             if self.bug == Bug::NeverPrune {
                 return Ok(self
@@ -326,7 +333,46 @@ mod mutants {
                     .get(&(s.key(), id.to_owned()))
                     .cloned());
             }
-            self.inner.operation(&s, id).await
+            if self.bug == Bug::IgnoresNow {
+                // Only the latest commit's time decides, as a prune-only store would.
+                let latest = conformance::at(conformance::T0);
+                return self.inner.operation(&s, id, latest).await;
+            }
+            self.inner.operation(&s, id, now).await
+        }
+
+        async fn certificate(&self, s: &IdScope, k: &str) -> Result<Option<CaCertificate>> {
+            self.inner.certificate(&self.sc(s), k).await
+        }
+
+        async fn put_certificate(
+            &self,
+            s: &IdScope,
+            c: CaCertificate,
+            cond: WriteCondition,
+        ) -> Result<()> {
+            self.inner
+                .put_certificate(&self.sc(s), c, self.cond(cond))
+                .await
+        }
+
+        async fn delete_certificate(&self, s: &IdScope, k: &str, c: DeleteCondition) -> Result<()> {
+            self.inner
+                .delete_certificate(&self.sc(s), k, self.del(c))
+                .await
+        }
+
+        async fn list_certificates(
+            &self,
+            s: &IdScope,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Page<CaCertificate>> {
+            let p = self
+                .inner
+                .list_certificates(&self.sc(s), after, limit)
+                .await?;
+            Ok(self.page(p))
         }
 
         async fn meter(&self, s: &IdScope, kind: &'static str, n: u64) -> Result<()> {
@@ -382,11 +428,14 @@ mod mutants {
         registration_replace => KeepFirstRecord,
         commit_registration_atomic => NonAtomicCommit,
         operation_ttl => NeverPrune,
+        operation_expires_by_time => IgnoresNow,
         meters_accumulate => MeterIgnoresN,
         concurrent_cas => RacyCas,
         concurrent_commits => LosesWrites,
         large_values => TruncatesLarge,
         records_round_trip => DropsUnknownFields,
         missing_reads => SpuriousContinuation,
+        certificates_cas => IgnoreIfMatch,
+        certificates_listing => NoContinuation,
     }
 }

@@ -82,10 +82,15 @@ async fn two_nodes_share_one_database() {
         .await
         .unwrap();
     assert!(
-        dps_store::Store::operation(&b, &scope, "op-1")
-            .await
-            .unwrap()
-            .is_some()
+        dps_store::Store::operation(
+            &b,
+            &scope,
+            "op-1",
+            dps_testkit::conformance::at(dps_testkit::conformance::T0)
+        )
+        .await
+        .unwrap()
+        .is_some()
     );
     a.drop_schema().await.unwrap();
 }

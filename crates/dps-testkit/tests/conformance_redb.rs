@@ -89,7 +89,12 @@ async fn data_survives_close_and_reopen() {
             .len(),
         1
     );
-    assert!(s.operation(&a, "op-1").await.expect("read").is_some());
+    assert!(
+        s.operation(&a, "op-1", conformance::at(T0))
+            .await
+            .expect("read")
+            .is_some()
+    );
     assert_eq!(
         s.operation_counts(&a).await.expect("counts").get(METER),
         Some(&1)
@@ -153,7 +158,7 @@ async fn acknowledged_writes_are_present_after_reopen() {
             "acknowledged registration dev-{i} lost"
         );
         assert!(
-            s.operation(&sc, &format!("op-{i}"))
+            s.operation(&sc, &format!("op-{i}"), conformance::at(T0))
                 .await
                 .expect("read")
                 .is_some()

@@ -27,6 +27,7 @@
 //! ```
 
 pub mod attestation;
+pub mod certificate;
 pub mod enrollment;
 pub mod ids;
 pub mod registration;
@@ -38,6 +39,7 @@ pub use attestation::{
     TpmAttestation, X509Attestation, X509CaReferences, X509CertificateInfo,
     X509CertificateWithInfo, X509Certificates,
 };
+pub use certificate::{CaCertificate, CertificateProperties};
 pub use enrollment::{
     AllocationPolicy, CustomAllocationDefinition, DeviceCapabilities, EnrollmentGroup,
     IndividualEnrollment, InitialTwin, PolicyView, ProvisioningStatus, ReprovisionPolicy,

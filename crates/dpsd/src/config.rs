@@ -67,6 +67,24 @@ pub struct Storage {
     /// PostgreSQL pool size (default 16).
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// TLS to PostgreSQL: `disable` (default), `require` (encrypted, certificate not checked)
+    /// or `verify-full` (needs `ssl_ca_file`).
+    #[serde(default)]
+    pub sslmode: Option<String>,
+    /// PEM file of the CA certificates that `sslmode = "verify-full"` trusts.
+    #[serde(default)]
+    pub ssl_ca_file: Option<PathBuf>,
+}
+
+impl Storage {
+    /// The PostgreSQL TLS mode of `sslmode` / `ssl_ca_file`.
+    pub fn pg_tls(&self) -> anyhow::Result<dps_store_pg::PgTls> {
+        dps_store_pg::PgTls::from_mode(
+            self.sslmode.as_deref().unwrap_or("disable"),
+            self.ssl_ca_file.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("[storage] {e}"))
+    }
 }
 
 fn default_kind() -> String {
@@ -84,6 +102,8 @@ impl Default for Storage {
             url: None,
             schema: None,
             max_connections: None,
+            sslmode: None,
+            ssl_ca_file: None,
         }
     }
 }

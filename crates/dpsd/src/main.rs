@@ -242,6 +242,7 @@ async fn open_store(s: &config::Storage) -> Result<AnyStore> {
             if let Some(n) = s.max_connections {
                 pg.max_connections = n;
             }
+            pg.tls = s.pg_tls()?;
             let store = dps_store_pg::PgStore::connect(&pg)
                 .await
                 .context("connecting to PostgreSQL")?;

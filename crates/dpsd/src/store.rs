@@ -9,7 +9,10 @@ use dps_store::{
 };
 use dps_store_pg::PgStore;
 use dps_store_redb::RedbStore;
-use dps_types::{EnrollmentGroup, IdScope, IndividualEnrollment, Operation, RegistrationRecord};
+use dps_types::{
+    CaCertificate, EnrollmentGroup, IdScope, IndividualEnrollment, Operation, RegistrationRecord,
+    Timestamp,
+};
 
 /// One of the supported backends.
 #[derive(Clone)]
@@ -109,8 +112,40 @@ impl Store for AnyStore {
     async fn commit_registration(&self, scope: &IdScope, c: RegistrationCommit) -> Result<()> {
         delegate!(self, s => s.commit_registration(scope, c))
     }
-    async fn operation(&self, scope: &IdScope, id: &str) -> Result<Option<Operation>> {
-        delegate!(self, s => s.operation(scope, id))
+    async fn operation(
+        &self,
+        scope: &IdScope,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Operation>> {
+        delegate!(self, s => s.operation(scope, id, now))
+    }
+    async fn certificate(&self, scope: &IdScope, key: &str) -> Result<Option<CaCertificate>> {
+        delegate!(self, s => s.certificate(scope, key))
+    }
+    async fn put_certificate(
+        &self,
+        scope: &IdScope,
+        c: CaCertificate,
+        cond: WriteCondition,
+    ) -> Result<()> {
+        delegate!(self, s => s.put_certificate(scope, c, cond))
+    }
+    async fn delete_certificate(
+        &self,
+        scope: &IdScope,
+        key: &str,
+        cond: DeleteCondition,
+    ) -> Result<()> {
+        delegate!(self, s => s.delete_certificate(scope, key, cond))
+    }
+    async fn list_certificates(
+        &self,
+        scope: &IdScope,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CaCertificate>> {
+        delegate!(self, s => s.list_certificates(scope, after, limit))
     }
     async fn meter(&self, scope: &IdScope, kind: &'static str, n: u64) -> Result<()> {
         delegate!(self, s => s.meter(scope, kind, n))
