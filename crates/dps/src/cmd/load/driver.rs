@@ -104,18 +104,20 @@ pub async fn drive(
                 if i >= plan.count {
                     break;
                 }
-                let due = match plan.rate {
-                    Some(rate) => start + Duration::from_secs_f64(i as f64 / rate),
-                    None => Instant::now(),
-                };
-                if due >= deadline {
+                // Closed loop: due now, never late.
+                let mut lag = Duration::ZERO;
+                if let Some(rate) = plan.rate {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    if due >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                    lag = Instant::now().saturating_duration_since(due);
+                    if lag > LATE {
+                        stats.late += 1;
+                    }
+                } else if Instant::now() >= deadline {
                     break;
-                }
-                tokio::time::sleep_until(due.into()).await;
-                let began = Instant::now();
-                let lag = began.saturating_duration_since(due);
-                if lag > LATE {
-                    stats.late += 1;
                 }
                 let opts = options(i)?;
                 let r = tokio::time::timeout(REGISTRATION_TIMEOUT, target.register(opts)).await;
