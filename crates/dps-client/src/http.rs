@@ -96,6 +96,22 @@ impl Transport {
         Ok(Self { client, endpoint })
     }
 
+    /// A client builder with the settings of [`Transport::new`] (user agent, timeouts, no
+    /// redirects) and no TLS configuration yet, for callers that manage TLS and pooling
+    /// themselves ([`crate::fleet`]).
+    pub(crate) fn builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+    }
+
+    /// A transport over a client built from [`Transport::builder`].
+    pub(crate) fn with_client(endpoint: Endpoint, client: reqwest::Client) -> Self {
+        Self { client, endpoint }
+    }
+
     pub(crate) async fn send(&self, req: HttpRequest) -> Result<HttpResponse, Error> {
         let url = format!("https://{}{}", self.endpoint.authority(), req.target);
         let mut builder = self.client.request(req.method, url);

@@ -72,6 +72,8 @@ pub mod device;
 mod endpoint;
 mod error;
 #[cfg(feature = "https")]
+pub mod fleet;
+#[cfg(feature = "https")]
 mod http;
 pub mod service;
 #[cfg(any(feature = "https", feature = "mqtt"))]
@@ -86,6 +88,8 @@ pub use device::{Credential, RegisterOptions, Transport, register};
 pub use device::{FlowConfig, FlowError, RegistrationFlow};
 pub use dps_proto::http::DeviceRegistrationResult;
 pub use error::Error;
+#[cfg(feature = "https")]
+pub use fleet::{Connections, HttpsFleet, Timings};
 #[cfg(feature = "https")]
 pub use service::ServiceClient;
 pub use service::{ConnectionString, ConnectionStringError};

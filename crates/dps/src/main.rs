@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use dps_client::TrustedCa;
 
 use cmd::enrollment::{EnrollmentCommand, GroupCommand};
+use cmd::load::LoadArgs;
 use cmd::register::RegisterArgs;
 use cmd::registration::RegistrationCommand;
 
@@ -61,13 +62,25 @@ enum Command {
     Registration(RegistrationCommand),
     /// Show the scope's operation counters
     Operations,
+    /// Simulate a fleet of devices registering, and report throughput and latency
+    Load(LoadArgs),
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let ca_given = cli.ca.is_some();
-    match run(cli).await {
+    // The load generator runs on every core; the other commands need one thread.
+    let runtime = match &cli.command {
+        Command::Load(args) => args.runtime(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let result = match runtime {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => Err(anyhow::Error::from(e).context("cannot start the tokio runtime")),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_line(&e, ca_given));
@@ -104,6 +117,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Group(c) => cmd::enrollment::group(cmd::service(cs, ca)?, c, out).await,
         Command::Registration(c) => cmd::registration::run(cmd::service(cs, ca)?, c, out).await,
         Command::Operations => cmd::operations::run(cmd::service(cs, ca)?, out).await,
+        Command::Load(args) => cmd::load::run(args, cs, ca, out).await,
     }
 }
 

@@ -21,6 +21,15 @@ pub struct Output {
 }
 
 impl Output {
+    /// A `dps load` report: its text, or its JSON.
+    pub fn load_report(self, text: &str, json: &Value) -> Result<()> {
+        if self.json {
+            return print_json(json);
+        }
+        print!("{text}");
+        Ok(())
+    }
+
     pub fn registered(self, r: &DeviceRegistrationResult) -> Result<()> {
         if self.json {
             return print_json(r);

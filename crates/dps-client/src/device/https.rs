@@ -80,17 +80,17 @@ pub async fn register_https(opts: RegisterOptions) -> Result<DeviceRegistrationR
 }
 
 /// The device half of request building: everything but the transport.
-struct Device {
-    id_scope: IdScope,
-    registration_id: RegistrationId,
-    api_version: String,
-    signer: Signer,
+pub(crate) struct Device {
+    pub(crate) id_scope: IdScope,
+    pub(crate) registration_id: RegistrationId,
+    pub(crate) api_version: String,
+    pub(crate) signer: Signer,
 }
 
 impl Device {
     /// The HTTP request for a flow request, with a token valid from `now_unix` for the
     /// configured lifetime.
-    fn request(&self, request: &Request, now_unix: u64) -> HttpRequest {
+    pub(crate) fn request(&self, request: &Request, now_unix: u64) -> HttpRequest {
         let token = self.signer.token(now_unix);
         let base = format!(
             "/{}/registrations/{}",

@@ -5,6 +5,7 @@
 //! [`Output`](crate::output::Output); none prints on its own.
 
 pub mod enrollment;
+pub mod load;
 pub mod operations;
 pub mod record;
 pub mod register;
