@@ -71,7 +71,7 @@ impl HttpsFleet {
         let endpoint = Endpoint::parse(endpoint.trim())?;
         let tls = match ca {
             Some(ca) => {
-                let mut config = ca.client_config()?;
+                let mut config = crate::tls::client_config(Some(ca), None)?;
                 if connections == Connections::PerDevice {
                     config.resumption = rustls::client::Resumption::disabled();
                 }
