@@ -167,8 +167,9 @@
 //! table needs about `2^20 * ln m` claims for its m hubs, and eight tables of 1,250 hubs are
 //! eight times the work of one of 10,000. Tables depend only on which hubs are in a group, not
 //! on latency, so re-preparing the set after a latency change ([`HubSetBuilder::reusing`], what
-//! dpsd's probes do) shares them and takes a few milliseconds (15-19 ms measured on the
-//! development VM at a load average of 9, against 2.3-3.1 s from scratch in the same run). Each
+//! dpsd's probes do) shares them and takes a few milliseconds: 11 ms against 1.85 s from
+//! scratch in one criterion run on the development VM under a load average of about 10 (the
+//! SHA-256 yardstick took 590 ns in that run, 8x its unloaded time). Each
 //! table is 2 MiB (4 MiB beyond 65,536 hubs) plus 8 MiB of scratch while it is built; small sets
 //! have none.
 //!
