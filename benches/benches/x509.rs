@@ -73,8 +73,12 @@ fn raw_signatures(c: &mut Criterion) {
             .expect("signature verifies");
         g.bench_function(name, |b| {
             b.iter(|| {
-                alg.verify_signature(black_box(&public), black_box(&message), black_box(&signature))
-                    .is_ok()
+                alg.verify_signature(
+                    black_box(&public),
+                    black_box(&message),
+                    black_box(&signature),
+                )
+                .is_ok()
             });
         });
     }
