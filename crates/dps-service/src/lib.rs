@@ -5,8 +5,9 @@
 //! It owns the request semantics of both Azure DPS APIs, independent of any transport:
 //!
 //! - the device API: [`Service::register`], [`Service::operation_status`],
-//!   [`Service::registration_status`] (symmetric-key attestation, individual enrollments before
-//!   groups, disabled enrollments, allocation, reprovisioning, the hub write, metering);
+//!   [`Service::registration_status`] (symmetric-key and X.509 attestation, individual
+//!   enrollments before groups, disabled enrollments, allocation, reprovisioning, the hub write,
+//!   metering);
 //! - the service API: enrollment and group CRUD with etags, bulk, paged queries, registration
 //!   records, operation counters ([`admin`]), authorised by shared access policies.
 //!

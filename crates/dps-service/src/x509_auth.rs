@@ -6,6 +6,13 @@
 //! one up), as Azure DPS walks the chain: the first group with a valid path wins, enabled or
 //! not, so a disabled intermediate group blocks its devices even if their root has an enabled
 //! group. The scope's CA certificates serve as stored intermediates for path building.
+//!
+//! A refused chain is a 401 (`401002`) and writes nothing: not the device's registration
+//! record, whose `errorMessage` would otherwise be the natural place for the reason. Anyone can
+//! make a certificate with any CN, so recording refusals would let an unauthenticated client
+//! overwrite a real device's record (and write to the store at will). The precise reason is in
+//! the refusal's text, which the front ends log with the registration ID; failures after
+//! authentication (allocation, the hub) are recorded as for SAS devices.
 
 use dps_attest::x509::{self, ChainError, DeviceChain};
 use dps_store::Store;

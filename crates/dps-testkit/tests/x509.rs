@@ -401,3 +401,110 @@ async fn a_ca_of_another_scope_is_refused() {
     assert!(records.unwrap().is_none());
     f.stop().await;
 }
+
+#[tokio::test]
+async fn service_api_stores_certificates_but_never_returns_them() {
+    use base64::Engine as _;
+    let (svc, _) = fixture_service(FakeClock::at_unix(1_795_737_600));
+    let admin = svc.admin_for_scope(SCOPE).unwrap();
+    let dev = self_signed_device("api-dev", KeyAlg::P256);
+    // The C SDK's form: base64 of the PEM text.
+    let b64_pem = base64::engine::general_purpose::STANDARD.encode(&dev.cert_pem);
+    let body = json!({"attestation": {"type": "x509", "x509": {"clientCertificates": {
+        "primary": {"certificate": b64_pem}}}}});
+    admin
+        .put::<IndividualEnrollment>("api-dev", body, None)
+        .await
+        .unwrap();
+
+    let got: IndividualEnrollment = admin.get("api-dev").await.unwrap();
+    let shown = serde_json::to_value(&got).unwrap();
+    let primary = &shown["attestation"]["x509"]["clientCertificates"]["primary"];
+    assert!(primary.get("certificate").is_none(), "{shown}");
+    let thumb: String = dps_attest::x509::sha256(&dev.cert)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    assert_eq!(primary["info"]["sha256Thumbprint"], thumb);
+    let mech = admin
+        .attestation::<IndividualEnrollment>("api-dev")
+        .await
+        .unwrap();
+    assert!(
+        !serde_json::to_string(&mech)
+            .unwrap()
+            .contains("certificate\"")
+    );
+
+    // GET -> PUT round trip without the certificate keeps the stored one.
+    admin
+        .put::<IndividualEnrollment>("api-dev", shown.clone(), Some("*"))
+        .await
+        .unwrap();
+    let stored = svc
+        .store()
+        .enrollment(&IdScope::new(SCOPE).unwrap(), "api-dev")
+        .await
+        .unwrap()
+        .unwrap();
+    let cert = stored
+        .attestation
+        .x509()
+        .unwrap()
+        .client_certificates
+        .as_ref()
+        .unwrap();
+    let kept = cert
+        .primary
+        .as_ref()
+        .unwrap()
+        .certificate
+        .as_deref()
+        .unwrap();
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(kept)
+            .unwrap(),
+        dev.cert.as_ref()
+    );
+
+    // Wrong members for the record kind, a missing or malformed certificate: 400.
+    let ca = TestCa::root("api root", KeyAlg::P256);
+    let refused = [
+        (
+            "api-2",
+            json!({"signingCertificates": {"primary": {"certificate": ca.pem}}}),
+            false,
+        ),
+        (
+            "api-3",
+            json!({"clientCertificates": {"primary": {}}}),
+            false,
+        ),
+        (
+            "api-4",
+            json!({"clientCertificates": {"primary": {"certificate": "bm90IGEgY2VydA=="}}}),
+            false,
+        ),
+        (
+            "grp-1",
+            json!({"clientCertificates": {"primary": {"certificate": dev.cert_pem}}}),
+            true,
+        ),
+    ];
+    for (id, x509, group) in refused {
+        let body = json!({"attestation": {"type": "x509", "x509": x509}});
+        let e = if group {
+            admin
+                .put::<EnrollmentGroup>(id, body, None)
+                .await
+                .map(|_| ())
+        } else {
+            admin
+                .put::<IndividualEnrollment>(id, body, None)
+                .await
+                .map(|_| ())
+        };
+        assert!(matches!(e, Err(Rejection::BadRequest(_))), "{id}: {e:?}");
+    }
+}

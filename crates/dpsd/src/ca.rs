@@ -103,3 +103,53 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use dps_testkit::pki::{KeyAlg, TestCa};
+
+    use super::*;
+
+    #[test]
+    fn a_ca_is_verified_by_the_operator_or_by_its_proof() {
+        let dir = std::env::temp_dir().join(format!("dpsd-ca-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = TestCa::root("config root", KeyAlg::P256);
+        let impostor = TestCa::root("config root", KeyAlg::P256);
+        std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
+        std::fs::write(dir.join("proof.pem"), ca.proof_of_possession().cert_pem).unwrap();
+        std::fs::write(
+            dir.join("forged.pem"),
+            impostor.proof_of_possession().cert_pem,
+        )
+        .unwrap();
+        let entry = |name: &str, verified, proof: Option<&str>| {
+            let mut c = ScopeCaConfig {
+                name: name.into(),
+                pem: "ca.pem".into(),
+                verified,
+                proof_pem: proof.map(PathBuf::from),
+            };
+            c.rebase(&dir);
+            c
+        };
+        let now = unix_now();
+        assert!(!entry("plain", false, None).load(now).unwrap().verified);
+        assert!(entry("vouched", true, None).load(now).unwrap().verified);
+        assert!(
+            entry("proven", false, Some("proof.pem"))
+                .load(now)
+                .unwrap()
+                .verified
+        );
+        assert!(
+            entry("forged", false, Some("forged.pem"))
+                .load(now)
+                .is_err()
+        );
+        let twice = [entry("a", true, None), entry("A", true, None)];
+        assert!(load_all(&twice, now).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
