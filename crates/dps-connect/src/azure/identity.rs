@@ -123,6 +123,37 @@ mod tests {
     }
 
     #[test]
+    fn x509_devices_get_self_signed_identities_pinned_to_thumbprints() {
+        let mut d = device();
+        d.auth = HubAuth::X509Thumbprint {
+            primary: "AB".repeat(32),
+            secondary: None,
+        };
+        let doc = document(&d, None).unwrap();
+        let auth = &doc["authentication"];
+        assert_eq!(auth["type"], "selfSigned");
+        // One certificate: both slots hold its thumbprint, as Azure DPS writes them.
+        assert_eq!(auth["x509Thumbprint"]["primaryThumbprint"], "AB".repeat(32));
+        assert_eq!(
+            auth["x509Thumbprint"]["secondaryThumbprint"],
+            "AB".repeat(32)
+        );
+        assert!(auth.get("symmetricKey").is_none());
+        d.auth = HubAuth::X509Thumbprint {
+            primary: "AB".repeat(32),
+            secondary: Some("CD".repeat(32)),
+        };
+        let doc = document(&d, None).unwrap();
+        assert_eq!(
+            doc["authentication"]["x509Thumbprint"]["secondaryThumbprint"],
+            "CD".repeat(32)
+        );
+        d.auth = HubAuth::CertificateAuthority;
+        let doc = document(&d, None).unwrap();
+        assert_eq!(doc["authentication"]["type"], "certificateAuthority");
+    }
+
+    #[test]
     fn identity_documents_keep_what_dps_does_not_own() {
         let fresh = document(&device(), None).unwrap();
         assert_eq!(fresh["status"], "enabled");

@@ -73,6 +73,16 @@ pub struct SymmetricKeyResult {
     pub enrollment_group_id: EnrollmentGroupId,
 }
 
+/// `x509` member of a registration result: empty for an individual enrollment (as Azure
+/// answers), the group for a member of an X.509 enrollment group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct X509Result {
+    /// The group the device registered through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_group_id: Option<EnrollmentGroupId>,
+}
+
 /// `registrationState` of a device response: the registration state plus attestation details.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -83,6 +93,9 @@ pub struct DeviceRegistrationResult {
     /// Group details for symmetric-key group members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symmetric_key: Option<SymmetricKeyResult>,
+    /// Attestation details for X.509 devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x509: Option<X509Result>,
 }
 
 /// The body of every register / poll answer.
@@ -119,6 +132,9 @@ impl RegistrationOperationStatus {
             .map(|enrollment_group_id| SymmetricKeyResult {
                 enrollment_group_id,
             });
+        let x509 = (op.attestation == dps_types::AttestationKind::X509).then(|| X509Result {
+            enrollment_group_id: op.enrollment_group_id.clone(),
+        });
         let status = if op.status == RegistrationStatus::Assigning {
             202
         } else {
@@ -130,6 +146,7 @@ impl RegistrationOperationStatus {
             registration_state: Some(DeviceRegistrationResult {
                 state: op.registration_state.clone(),
                 symmetric_key,
+                x509,
             }),
         };
         (status, body)
@@ -209,6 +226,29 @@ mod tests {
         );
         let back: RegistrationOperationStatus = serde_json::from_str(&json).unwrap();
         assert_eq!(back, body);
+    }
+
+    #[test]
+    fn x509_polls_carry_an_x509_member() {
+        // Azure answers an individual X.509 device with `"x509":{}` (captured).
+        let mut o = op(RegistrationStatus::Assigned, None);
+        o.attestation = AttestationKind::X509;
+        let json = serde_json::to_value(RegistrationOperationStatus::poll(&o).1).unwrap();
+        assert_eq!(json["registrationState"]["x509"], serde_json::json!({}));
+        assert!(json["registrationState"].get("symmetricKey").is_none());
+        let mut g = op(RegistrationStatus::Assigned, Some("cas"));
+        g.attestation = AttestationKind::X509;
+        let json = serde_json::to_value(RegistrationOperationStatus::poll(&g).1).unwrap();
+        assert_eq!(
+            json["registrationState"]["x509"],
+            serde_json::json!({"enrollmentGroupId": "cas"})
+        );
+        // Symmetric-key devices have no x509 member.
+        let s = serde_json::to_value(
+            RegistrationOperationStatus::poll(&op(RegistrationStatus::Assigned, None)).1,
+        )
+        .unwrap();
+        assert!(s["registrationState"].get("x509").is_none());
     }
 
     #[test]
