@@ -10,8 +10,8 @@ use dps_store::{
 use dps_store_pg::PgStore;
 use dps_store_redb::RedbStore;
 use dps_types::{
-    CaCertificate, EnrollmentGroup, IdScope, IndividualEnrollment, Operation, RegistrationRecord,
-    Timestamp,
+    CaCertificate, EnrollmentGroup, HubIdentity, IdScope, IndividualEnrollment, Operation,
+    RegistrationRecord, Timestamp,
 };
 
 /// One of the supported backends.
@@ -152,5 +152,21 @@ impl Store for AnyStore {
     }
     async fn operation_counts(&self, scope: &IdScope) -> Result<BTreeMap<String, u64>> {
         delegate!(self, s => s.operation_counts(scope))
+    }
+    async fn hub_identity(&self, hub: &str, device_id: &str) -> Result<Option<HubIdentity>> {
+        delegate!(self, s => s.hub_identity(hub, device_id))
+    }
+    async fn put_hub_identity(&self, id: HubIdentity) -> Result<()> {
+        delegate!(self, s => s.put_hub_identity(id))
+    }
+    async fn delete_hub_identity(&self, hub: &str, device_id: &str) -> Result<()> {
+        delegate!(self, s => s.delete_hub_identity(hub, device_id))
+    }
+    async fn list_hub_identities(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<HubIdentity>> {
+        delegate!(self, s => s.list_hub_identities(after, limit))
     }
 }
