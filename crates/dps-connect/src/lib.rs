@@ -26,7 +26,9 @@ mod router;
 pub mod webhook;
 
 pub use azure::{AzureHubConfig, AzureHubRegistry};
-pub use embedded::{HubCall, InProcessHubRegistry, ProvisionedDevice};
+pub use embedded::{
+    HubCall, IdentityJournal, InProcessHubRegistry, JournalFuture, JournalResult, ProvisionedDevice,
+};
 pub use mosquitto::{MosquittoConfig, MosquittoHubRegistry, device_password};
 pub use retry::RetryPolicy;
 pub use router::{HubConnector, HubRouter};

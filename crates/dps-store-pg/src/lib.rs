@@ -23,6 +23,7 @@
 //! # let _ = store; Ok(()) }
 //! ```
 
+mod hub_identities;
 pub mod schema;
 mod store;
 mod tls;

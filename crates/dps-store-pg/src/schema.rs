@@ -3,7 +3,7 @@
 //! starting together may race, and each step is `IF NOT EXISTS` and retried.
 
 /// The schema version this build writes.
-pub const CURRENT: i64 = 2;
+pub const CURRENT: i64 = 3;
 
 /// Migration steps by version; `{s}` is replaced by the schema name.
 pub const MIGRATIONS: &[(i64, &[&str])] = &[
@@ -28,6 +28,14 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
         &[
             "CREATE TABLE IF NOT EXISTS {s}.ca_certificates (scope TEXT NOT NULL, key TEXT NOT NULL, etag TEXT NOT NULL, doc BYTEA NOT NULL, PRIMARY KEY (scope, key))",
             "CREATE TABLE IF NOT EXISTS {s}.meter_shards (scope TEXT NOT NULL, kind TEXT NOT NULL, shard INT NOT NULL, count BIGINT NOT NULL, PRIMARY KEY (scope, kind, shard))",
+        ],
+    ),
+    // 3: device identities of the hubs dpsd hosts itself (the `embedded` connector), keyed by
+    // hub rather than by scope.
+    (
+        3,
+        &[
+            "CREATE TABLE IF NOT EXISTS {s}.hub_identities (hub TEXT NOT NULL, device_id TEXT NOT NULL, doc BYTEA NOT NULL, PRIMARY KEY (hub, device_id))",
         ],
     ),
 ];

@@ -9,7 +9,7 @@ use dps_store::{
     DeleteCondition, Page, RegistrationCommit, Result, Store, StoreError, WriteCondition,
 };
 use dps_types::{
-    CaCertificate, EnrollmentGroup, Etag, IdScope, IndividualEnrollment, Operation,
+    CaCertificate, EnrollmentGroup, Etag, HubIdentity, IdScope, IndividualEnrollment, Operation,
     RegistrationRecord, Timestamp,
 };
 use serde::Serialize;
@@ -505,6 +505,26 @@ impl Store for PgStore {
                 .collect())
         })
         .await
+    }
+
+    async fn hub_identity(&self, hub: &str, device_id: &str) -> Result<Option<HubIdentity>> {
+        self.get_hub_identity(hub, device_id).await
+    }
+
+    async fn put_hub_identity(&self, id: HubIdentity) -> Result<()> {
+        self.write_hub_identity(&id).await
+    }
+
+    async fn delete_hub_identity(&self, hub: &str, device_id: &str) -> Result<()> {
+        self.remove_hub_identity(hub, device_id).await
+    }
+
+    async fn list_hub_identities(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<HubIdentity>> {
+        self.page_hub_identities(after, limit).await
     }
 }
 

@@ -62,6 +62,7 @@
 //! ```
 
 mod error;
+mod hub_identities;
 pub mod schema;
 mod writer;
 
@@ -76,8 +77,8 @@ use dps_store::{
     DeleteCondition, Page, RegistrationCommit, Result, Store, StoreError, WriteCondition,
 };
 use dps_types::{
-    CaCertificate, EnrollmentGroup, IdScope, IndividualEnrollment, Operation, RegistrationRecord,
-    Timestamp,
+    CaCertificate, EnrollmentGroup, HubIdentity, IdScope, IndividualEnrollment, Operation,
+    RegistrationRecord, Timestamp,
 };
 use redb::{Database, ReadableDatabase};
 use serde::de::DeserializeOwned;
@@ -723,6 +724,26 @@ impl Store for RedbStore {
             Ok(counts)
         })
         .await
+    }
+
+    async fn hub_identity(&self, hub: &str, device_id: &str) -> Result<Option<HubIdentity>> {
+        self.get_hub_identity(hub, device_id).await
+    }
+
+    async fn put_hub_identity(&self, id: HubIdentity) -> Result<()> {
+        self.write_hub_identity(id).await
+    }
+
+    async fn delete_hub_identity(&self, hub: &str, device_id: &str) -> Result<()> {
+        self.remove_hub_identity(hub, device_id).await
+    }
+
+    async fn list_hub_identities(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<HubIdentity>> {
+        self.page_hub_identities(after, limit).await
     }
 }
 

@@ -1,4 +1,4 @@
-//! The on-disk layout (format version 2).
+//! The on-disk layout (format version 3).
 //!
 //! Every record table is keyed by `(scope key, record key)` tuples, so a scope's records are one
 //! contiguous key range in record-key order (redb compares `&str` tuple elements bytewise, the
@@ -19,9 +19,11 @@
 //! | `operations_by_created` | (scope, created unix seconds, operation id) | `()` |
 //! | `meters` | (scope, kind) | `u64` |
 //! | `certificates` | (scope, certificate name key) | (etag, JSON) |
+//! | `hub_identities` | (hub host name, device ID) | (no etag, JSON) |
 //!
 //! Version history: 1 = the first format; 2 added `certificates` (a version-1 file is upgraded
-//! in place when opened: the new table is created empty).
+//! in place when opened: the new table is created empty); 3 added `hub_identities` (upgraded
+//! the same way).
 //!
 //! A change to any of these bumps [`FORMAT_VERSION`] and adds a step to the (private) `migrate` function; a file
 //! with a newer version is refused untouched.
@@ -33,7 +35,7 @@ use dps_store::StoreError;
 use crate::error::{self, Error};
 
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 /// The key of the format version in [`META`].
 pub(crate) const FORMAT_KEY: &str = "format_version";
@@ -62,6 +64,9 @@ pub(crate) const OPERATIONS_BY_CREATED: TableDefinition<ExpiryKey, ()> =
 pub(crate) const METERS: TableDefinition<DocKey, u64> = TableDefinition::new("meters");
 pub(crate) const CERTIFICATES: TableDefinition<DocKey, DocValue> =
     TableDefinition::new("certificates");
+/// Not per scope: the first key element is the hub host name.
+pub(crate) const HUB_IDENTITIES: TableDefinition<DocKey, DocValue> =
+    TableDefinition::new("hub_identities");
 
 /// Creates the tables of a new file, or checks and migrates an existing one, in one durable
 /// transaction.
@@ -91,6 +96,7 @@ pub(crate) fn prepare(db: &Database) -> Result<(), StoreError> {
     txn.open_table(OPERATIONS_BY_CREATED).map_err(error::db)?;
     txn.open_table(METERS).map_err(error::db)?;
     txn.open_table(CERTIFICATES).map_err(error::db)?;
+    txn.open_table(HUB_IDENTITIES).map_err(error::db)?;
     txn.commit().map_err(error::db)
 }
 
@@ -100,6 +106,10 @@ fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
     if from < 2 {
         // Version 2 only adds the (empty) certificates table.
         txn.open_table(CERTIFICATES).map_err(error::db)?;
+    }
+    if from < 3 {
+        // Version 3 only adds the (empty) hub identities table.
+        txn.open_table(HUB_IDENTITIES).map_err(error::db)?;
     }
     Ok(())
 }

@@ -68,6 +68,7 @@ fn a_new_file_gets_the_current_format_and_every_table() {
             "certificates",
             "enrollments",
             "groups",
+            "hub_identities",
             "meta",
             "meters",
             "operations",
@@ -90,11 +91,12 @@ fn a_version_1_file_is_upgraded_and_keeps_its_data() {
         rt.block_on(s.put_enrollment(&sc, enrollment("dev-1", "1"), WriteCondition::MustNotExist))
             .unwrap();
     }
-    // Make it look like a version-1 file: no certificates table, version 1.
+    // Make it look like a version-1 file: no certificates or hub identities table, version 1.
     {
         let db = Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
         assert!(txn.delete_table(schema::CERTIFICATES).unwrap());
+        assert!(txn.delete_table(schema::HUB_IDENTITIES).unwrap());
         txn.open_table(schema::META)
             .unwrap()
             .insert(schema::FORMAT_KEY, 1)
@@ -112,6 +114,43 @@ fn a_version_1_file_is_upgraded_and_keeps_its_data() {
     assert_eq!(
         meta.get(schema::FORMAT_KEY).unwrap().map(|v| v.value()),
         Some(schema::FORMAT_VERSION)
+    );
+}
+
+#[test]
+fn a_version_2_file_gains_hub_identities_and_keeps_its_data() {
+    let (path, _cleanup) = temp_path("v2");
+    let sc = IdScope::new("0ne00000001").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    {
+        let s = RedbStore::open(&path).unwrap();
+        rt.block_on(s.put_enrollment(&sc, enrollment("dev-1", "1"), WriteCondition::MustNotExist))
+            .unwrap();
+    }
+    {
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(schema::HUB_IDENTITIES).unwrap());
+        txn.open_table(schema::META)
+            .unwrap()
+            .insert(schema::FORMAT_KEY, 2)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let s = RedbStore::open(&path).unwrap();
+    assert!(rt.block_on(s.enrollment(&sc, "dev-1")).unwrap().is_some());
+    let page = rt.block_on(s.list_hub_identities(None, 10)).unwrap();
+    assert!(page.items.is_empty());
+    let id: dps_types::HubIdentity = serde_json::from_str(
+        r#"{"hub":"h.example.net","deviceId":"d","registrationId":"d","authKind":"sas"}"#,
+    )
+    .unwrap();
+    rt.block_on(s.put_hub_identity(id.clone())).unwrap();
+    assert_eq!(
+        rt.block_on(s.hub_identity("H.example.net", "d")).unwrap(),
+        Some(id)
     );
 }
 

@@ -44,6 +44,7 @@ pub(crate) enum DocTable {
     Enrollments,
     Groups,
     Certificates,
+    HubIdentities,
 }
 
 impl DocTable {
@@ -52,6 +53,7 @@ impl DocTable {
             DocTable::Enrollments => schema::ENROLLMENTS,
             DocTable::Groups => schema::GROUPS,
             DocTable::Certificates => schema::CERTIFICATES,
+            DocTable::HubIdentities => schema::HUB_IDENTITIES,
         }
     }
 
@@ -60,6 +62,7 @@ impl DocTable {
             DocTable::Enrollments => "enrollments",
             DocTable::Groups => "groups",
             DocTable::Certificates => "certificates",
+            DocTable::HubIdentities => "hub_identities",
         }
     }
 }
@@ -250,6 +253,7 @@ struct Tables<'t> {
     by_created: Table<'t, ExpiryKey, ()>,
     meters: Table<'t, DocKey, u64>,
     certificates: DocTableHandle<'t>,
+    hub_identities: DocTableHandle<'t>,
 }
 
 /// A compare-and-set outcome (`Ok` = go ahead).
@@ -270,6 +274,7 @@ impl<'t> Tables<'t> {
                 .map_err(error::db)?,
             meters: txn.open_table(schema::METERS).map_err(error::db)?,
             certificates: txn.open_table(schema::CERTIFICATES).map_err(error::db)?,
+            hub_identities: txn.open_table(schema::HUB_IDENTITIES).map_err(error::db)?,
         })
     }
 
@@ -278,6 +283,7 @@ impl<'t> Tables<'t> {
             DocTable::Enrollments => &mut self.enrollments,
             DocTable::Groups => &mut self.groups,
             DocTable::Certificates => &mut self.certificates,
+            DocTable::HubIdentities => &mut self.hub_identities,
         }
     }
 

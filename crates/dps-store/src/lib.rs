@@ -35,7 +35,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use dps_types::{
-    CaCertificate, EnrollmentGroup, Etag, IdScope, IndividualEnrollment, Operation,
+    CaCertificate, EnrollmentGroup, Etag, HubIdentity, IdScope, IndividualEnrollment, Operation,
     RegistrationRecord, Timestamp,
 };
 
@@ -258,4 +258,27 @@ pub trait Store: Send + Sync + 'static {
         &self,
         scope: &IdScope,
     ) -> impl Future<Output = Result<BTreeMap<String, u64>>> + Send;
+
+    /// A device identity of a hub DPS hosts, by hub host name (any case) and device ID. Hub
+    /// identities are not per scope: a hub may serve several.
+    fn hub_identity(
+        &self,
+        hub: &str,
+        device_id: &str,
+    ) -> impl Future<Output = Result<Option<HubIdentity>>> + Send;
+    /// Creates or replaces a hub identity.
+    fn put_hub_identity(&self, id: HubIdentity) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes a hub identity; [`StoreError::NotFound`] if there is none.
+    fn delete_hub_identity(
+        &self,
+        hub: &str,
+        device_id: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Every hub identity, ordered by (hub, device ID), after the continuation key `after`
+    /// ([`HubIdentity::cursor`]), at most `limit`.
+    fn list_hub_identities(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page<HubIdentity>>> + Send;
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 
 use dps_types::{
-    CaCertificate, EnrollmentGroup, Etag, IdScope, IndividualEnrollment, Operation,
+    CaCertificate, EnrollmentGroup, Etag, HubIdentity, IdScope, IndividualEnrollment, Operation,
     RegistrationRecord, Timestamp,
 };
 
@@ -39,6 +39,8 @@ struct ScopeData {
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     scopes: Arc<RwLock<HashMap<String, ScopeData>>>,
+    /// Hub identities by (hub, device ID): not per scope.
+    hub_identities: Arc<RwLock<BTreeMap<(String, String), HubIdentity>>>,
 }
 
 impl MemoryStore {
@@ -341,6 +343,65 @@ impl Store for MemoryStore {
 
     fn operation_counts(&self, scope: &IdScope) -> Ready<Result<BTreeMap<String, u64>>> {
         ready(Ok(self.read(scope, |d| d.meters.clone())))
+    }
+
+    fn hub_identity(&self, hub: &str, device_id: &str) -> Ready<Result<Option<HubIdentity>>> {
+        let key = (hub.to_ascii_lowercase(), device_id.to_owned());
+        let map = self
+            .hub_identities
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        ready(Ok(map.get(&key).cloned()))
+    }
+
+    fn put_hub_identity(&self, id: HubIdentity) -> Ready<Result<()>> {
+        let key = (id.hub.to_string(), id.device_id.clone());
+        self.hub_identities
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, id);
+        ready(Ok(()))
+    }
+
+    fn delete_hub_identity(&self, hub: &str, device_id: &str) -> Ready<Result<()>> {
+        let key = (hub.to_ascii_lowercase(), device_id.to_owned());
+        let mut map = self
+            .hub_identities
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        ready(match map.remove(&key) {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotFound),
+        })
+    }
+
+    fn list_hub_identities(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Ready<Result<Page<HubIdentity>>> {
+        use std::ops::Bound;
+        let map = self
+            .hub_identities
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let start = match after.map(|a| HubIdentity::split_cursor(a).unwrap_or((a, ""))) {
+            Some((h, d)) => Bound::Excluded((h.to_owned(), d.to_owned())),
+            None => Bound::Unbounded,
+        };
+        let mut items: Vec<HubIdentity> = map
+            .range((start, Bound::Unbounded))
+            .take(limit.saturating_add(1))
+            .map(|(_, v)| v.clone())
+            .collect();
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next_after = if more {
+            items.last().map(HubIdentity::cursor)
+        } else {
+            None
+        };
+        ready(Ok(Page { items, next_after }))
     }
 }
 

@@ -20,7 +20,8 @@
 //! that accumulate without lost updates, compare-and-set under 50 concurrent writers, records
 //! that round-trip exactly (including a 90 KB initial twin), operations hidden from reads once
 //! older than the TTL at the caller's `now` even when nothing pruned them, and the scope's CA
-//! certificates with the same etag rules and paging as enrollments.
+//! certificates with the same etag rules and paging as enrollments, and the hub identities of
+//! hosted hubs (upsert, hub names case-folded, device IDs not, paged by (hub, device ID)).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,8 +32,8 @@ use dps_store::{
 };
 use dps_types::{
     AttestationKind, CaCertificate, CertificateProperties, DeviceRegistrationState,
-    EnrollmentGroup, EnrollmentGroupId, Etag, IdScope, IndividualEnrollment, Operation,
-    OperationId, RegistrationId, RegistrationRecord, RegistrationStatus, Timestamp,
+    EnrollmentGroup, EnrollmentGroupId, Etag, HubIdentity, IdScope, IndividualEnrollment,
+    Operation, OperationId, RegistrationId, RegistrationRecord, RegistrationStatus, Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -59,6 +60,8 @@ pub const CHECKS: &[&str] = &[
     "missing_reads",
     "certificates_cas",
     "certificates_listing",
+    "hub_identities_upsert",
+    "hub_identities_listing",
 ];
 
 /// Generates one `#[tokio::test]` per conformance check in the calling module. The argument is
@@ -75,7 +78,7 @@ macro_rules! store_conformance {
             registration_replace, commit_registration_atomic, operation_ttl,
             operation_expires_by_time, meters_accumulate, concurrent_cas, concurrent_commits,
             large_values, records_round_trip, missing_reads, certificates_cas,
-            certificates_listing);
+            certificates_listing, hub_identities_upsert, hub_identities_listing);
     };
     (@checks $make:expr; $($check:ident),+ $(,)?) => {
         $(
@@ -111,6 +114,8 @@ pub async fn run_all<S: Store, F: Fn() -> S>(make: F) {
     missing_reads(make()).await;
     certificates_cas(make()).await;
     certificates_listing(make()).await;
+    hub_identities_upsert(make()).await;
+    hub_identities_listing(make()).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1745,4 +1750,96 @@ pub async fn certificates_listing<S: Store>(s: S) {
     assert_eq!(p.next_after, None, "nothing follows an exact last page");
     let p = s.list_certificates(&other, None, 10).await.expect("list");
     assert_eq!(p.items, vec![certificate("CA-99", "1")]);
+}
+
+fn hub_identity(hub: &str, device_id: &str, writes: u64) -> HubIdentity {
+    serde_json::from_value(json!({
+        "hub": hub,
+        "deviceId": device_id,
+        "registrationId": "reg-1",
+        "authKind": "sas",
+        "capabilities": {"iotEdge": writes.is_multiple_of(2)},
+        "twin": {"tags": {"n": writes}, "properties": {"desired": {"w": writes}}},
+        "writes": writes,
+    }))
+    .expect("valid hub identity")
+}
+
+/// A hub identity is created or replaced by a put, read back exactly under any case of the hub
+/// name (device IDs stay case-sensitive), and deleted once; a second delete is `NotFound`.
+pub async fn hub_identities_upsert<S: Store>(s: S) {
+    assert!(
+        s.hub_identity("hub-a.example.net", "dev")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    s.put_hub_identity(hub_identity("Hub-A.example.net", "dev", 1))
+        .await
+        .expect("create");
+    s.put_hub_identity(hub_identity("hub-a.example.net", "Dev", 7))
+        .await
+        .expect("create another device");
+    s.put_hub_identity(hub_identity("hub-a.example.net", "dev", 2))
+        .await
+        .expect("replace");
+    let got = s
+        .hub_identity("HUB-A.example.NET", "dev")
+        .await
+        .expect("read");
+    assert_eq!(got, Some(hub_identity("hub-a.example.net", "dev", 2)));
+    let other = s
+        .hub_identity("hub-a.example.net", "Dev")
+        .await
+        .expect("read");
+    assert_eq!(other, Some(hub_identity("hub-a.example.net", "Dev", 7)));
+    assert!(
+        s.hub_identity("hub-b.example.net", "dev")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    s.delete_hub_identity("HUB-A.example.net", "dev")
+        .await
+        .expect("delete");
+    assert!(
+        s.hub_identity("hub-a.example.net", "dev")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert_err(
+        s.delete_hub_identity("hub-a.example.net", "dev").await,
+        "NotFound",
+    );
+    assert!(
+        s.hub_identity("hub-a.example.net", "Dev")
+            .await
+            .expect("read")
+            .is_some()
+    );
+}
+
+/// Every hub identity lists in (hub, device ID) order, a page at a time, with `next_after`
+/// (the last item's [`HubIdentity::cursor`]) only when more follow.
+pub async fn hub_identities_listing<S: Store>(s: S) {
+    let mut want = Vec::new();
+    for hub in ["hub1.example.net", "hub2.example.net", "hub3.example.net"] {
+        for i in (0..9).rev() {
+            s.put_hub_identity(hub_identity(hub, &format!("d{i}"), i))
+                .await
+                .expect("put");
+        }
+        want.extend((0..9).map(|i| format!("{hub}/d{i}")));
+    }
+    let keys = walk(10, HubIdentity::cursor, |after| {
+        let s = &s;
+        async move { s.list_hub_identities(after.as_deref(), 10).await }
+    })
+    .await;
+    assert_eq!(keys, want);
+    let p = s.list_hub_identities(None, 27).await.expect("list");
+    assert_eq!(p.items.len(), 27);
+    assert_eq!(p.next_after, None, "nothing follows an exact last page");
+    assert_eq!(p.items[9], hub_identity("hub2.example.net", "d0", 0));
 }

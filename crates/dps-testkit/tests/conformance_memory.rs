@@ -20,7 +20,7 @@ mod mutants {
     };
     use dps_testkit::conformance;
     use dps_types::{
-        CaCertificate, EnrollmentGroup, IdScope, IndividualEnrollment, Operation,
+        CaCertificate, EnrollmentGroup, HubIdentity, IdScope, IndividualEnrollment, Operation,
         RegistrationRecord, Timestamp,
     };
 
@@ -383,6 +383,35 @@ mod mutants {
         async fn operation_counts(&self, s: &IdScope) -> Result<BTreeMap<String, u64>> {
             self.inner.operation_counts(&self.sc(s)).await
         }
+
+        async fn hub_identity(&self, hub: &str, d: &str) -> Result<Option<HubIdentity>> {
+            self.inner.hub_identity(hub, d).await
+        }
+
+        async fn put_hub_identity(&self, id: HubIdentity) -> Result<()> {
+            if self.bug == Bug::KeepFirstRecord
+                && self
+                    .inner
+                    .hub_identity(id.hub.as_str(), &id.device_id)
+                    .await?
+                    .is_some()
+            {
+                return Ok(());
+            }
+            self.inner.put_hub_identity(id).await
+        }
+
+        async fn delete_hub_identity(&self, hub: &str, d: &str) -> Result<()> {
+            self.inner.delete_hub_identity(hub, d).await
+        }
+
+        async fn list_hub_identities(
+            &self,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Page<HubIdentity>> {
+            Ok(self.page(self.inner.list_hub_identities(after, limit).await?))
+        }
     }
 
     /// The wrapper itself is faithful: without a bug it passes everything.
@@ -437,5 +466,7 @@ mod mutants {
         missing_reads => SpuriousContinuation,
         certificates_cas => IgnoreIfMatch,
         certificates_listing => NoContinuation,
+        hub_identities_upsert => KeepFirstRecord,
+        hub_identities_listing => NoContinuation,
     }
 }

@@ -29,6 +29,7 @@
 pub mod attestation;
 pub mod certificate;
 pub mod enrollment;
+pub mod hub_identity;
 pub mod ids;
 pub mod registration;
 pub mod rejection;
@@ -45,6 +46,7 @@ pub use enrollment::{
     IndividualEnrollment, InitialTwin, PolicyView, ProvisioningStatus, ReprovisionPolicy,
     TwinProperties, ValidationError,
 };
+pub use hub_identity::HubIdentity;
 pub use ids::{
     DeviceId, EnrollmentGroupId, Etag, HubHostName, IdError, IdScope, OperationId, RegistrationId,
 };

@@ -21,6 +21,7 @@
 //! trust_root = "broker-ca.pem"
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -33,12 +34,13 @@ use dps_types::HubHostName;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Hub, Scope};
+use crate::store::AnyStore;
 
 /// The connector of a linked hub.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HubKind {
-    /// The in-process registry (identities kept in memory).
+    /// The in-process registry (identities kept in memory and written through to the store).
     #[default]
     Embedded,
     /// An Azure IoT hub's identity registry.
@@ -168,10 +170,41 @@ impl Hub {
     }
 }
 
-/// The router for every hub of every scope, and the in-process registry that `embedded` hubs
-/// share. A hub named by several scopes must be configured the same way in each.
-pub fn build_router(scopes: &[Scope]) -> Result<(HubRouter, InProcessHubRegistry)> {
-    let embedded = InProcessHubRegistry::default();
+/// The in-process registry for `embedded` hubs, journaled in `store`: it holds the stored
+/// identities of every hub configured `embedded` (those of hubs no longer configured so stay
+/// in the store, untouched) and writes every change through before answering.
+pub async fn journaled_registry(
+    scopes: &[Scope],
+    store: &AnyStore,
+) -> Result<InProcessHubRegistry> {
+    let embedded: std::collections::HashSet<String> = scopes
+        .iter()
+        .flat_map(|s| &s.hubs)
+        .filter(|h| h.kind == HubKind::Embedded)
+        .map(|h| h.host_name.to_ascii_lowercase())
+        .collect();
+    let registry = InProcessHubRegistry::with_journal(Arc::new(store.clone()));
+    let stored = store
+        .hub_identities()
+        .await
+        .context("loading the identities of embedded hubs")?;
+    let n = registry.restore(
+        stored
+            .into_iter()
+            .filter(|id| embedded.contains(id.hub.as_str())),
+    );
+    if n > 0 {
+        tracing::info!(identities = n, "embedded hub identities restored");
+    }
+    Ok(registry)
+}
+
+/// The router for every hub of every scope, with `embedded` hubs served by `embedded` (returned
+/// with it). A hub named by several scopes must be configured the same way in each.
+pub fn build_router(
+    scopes: &[Scope],
+    embedded: InProcessHubRegistry,
+) -> Result<(HubRouter, InProcessHubRegistry)> {
     let mut router = HubRouter::new();
     let mut kinds = std::collections::HashMap::new();
     for h in scopes.iter().flat_map(|s| &s.hubs) {
@@ -230,7 +263,7 @@ password = "secret"
         assert_eq!(h[0].kind, HubKind::Embedded);
         assert_eq!(h[1].retry().timeout, Duration::from_millis(2500));
         assert_eq!(h[1].retry().retries, 4);
-        let (router, _) = build_router(&[scope(h)]).unwrap();
+        let (router, _) = build_router(&[scope(h)], InProcessHubRegistry::default()).unwrap();
         let kind = |n: &str| {
             router
                 .connector(&HubHostName::new(n).unwrap())
@@ -255,7 +288,8 @@ password = "secret"
             "[[hub]]\nhost_name = \"b.net\"\nkind = \"mqtt-broker\"\nurl = \"http://x\"\nusername = \"u\"\npassword = \"p\"\n",
         ];
         for text in bad {
-            let err = build_router(&[scope(hubs(text))]).unwrap_err();
+            let err =
+                build_router(&[scope(hubs(text))], InProcessHubRegistry::default()).unwrap_err();
             assert!(!format!("{err:#}").contains("AAAA"), "no secrets in errors");
         }
         assert!(toml::from_str::<Hub>("host_name = \"a\"\nkind = \"amqp\"\n").is_err());
@@ -264,6 +298,68 @@ password = "secret"
         let b = hubs(
             "[[hub]]\nhost_name = \"x.net\"\nkind = \"mqtt-broker\"\nurl = \"mqtt://h:1\"\nusername = \"u\"\npassword = \"p\"\n",
         );
-        assert!(build_router(&[scope(a), scope(b)]).is_err());
+        assert!(build_router(&[scope(a), scope(b)], InProcessHubRegistry::default()).is_err());
+    }
+
+    fn device(hub: &str, id: &str) -> dps_service::HubDevice {
+        dps_service::HubDevice {
+            hub: HubHostName::new(hub).unwrap(),
+            device_id: id.to_owned(),
+            registration_id: dps_types::RegistrationId::new(id).unwrap(),
+            auth: dps_service::HubAuth::CertificateAuthority,
+            capabilities: dps_types::DeviceCapabilities::default(),
+            initial_twin: None,
+            reset_twin: true,
+            previous_hub: None,
+        }
+    }
+
+    /// Identities provisioned through the router of an `embedded` hub survive a restart: they
+    /// are in the registry built over the reopened store, and a removed one stays removed.
+    #[tokio::test]
+    async fn embedded_identities_survive_a_restart() {
+        use dps_service::HubRegistry;
+        let dir = std::env::temp_dir().join(format!("dpsd-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dps.redb");
+        let _ = std::fs::remove_file(&path);
+        let scopes = [scope(hubs("[[hub]]\nhost_name = \"Dev-Hub.localhost\"\n"))];
+        {
+            let store = AnyStore::Embedded(dps_store_redb::RedbStore::open(&path).unwrap());
+            let registry = journaled_registry(&scopes, &store).await.unwrap();
+            assert!(registry.devices().is_empty());
+            let (router, _) = build_router(&scopes, registry).unwrap();
+            for id in ["dev-1", "dev-2"] {
+                router
+                    .provision(device("dev-hub.localhost", id))
+                    .await
+                    .unwrap();
+            }
+            router
+                .provision(device("dev-hub.localhost", "dev-1"))
+                .await
+                .unwrap();
+            let hub = HubHostName::new("dev-hub.localhost").unwrap();
+            router.remove(&hub, "dev-2").await.unwrap();
+        }
+        let store = AnyStore::Embedded(dps_store_redb::RedbStore::open(&path).unwrap());
+        let registry = journaled_registry(&scopes, &store).await.unwrap();
+        let devices = registry.devices();
+        assert_eq!(devices.len(), 1, "{devices:?}");
+        assert_eq!(devices[0].device_id, "dev-1");
+        assert_eq!(devices[0].hub.as_str(), "dev-hub.localhost");
+        assert_eq!(devices[0].auth_kind, "certificateAuthority");
+        assert_eq!(devices[0].writes, 2);
+        // A hub no longer configured `embedded` gets none of its old identities.
+        let other = [scope(hubs("[[hub]]\nhost_name = \"other.localhost\"\n"))];
+        assert!(
+            journaled_registry(&other, &store)
+                .await
+                .unwrap()
+                .devices()
+                .is_empty()
+        );
+        drop((registry, store));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

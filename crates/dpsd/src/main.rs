@@ -138,7 +138,8 @@ async fn run(args: Args) -> Result<()> {
         &std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?,
     )
     .context("loading the TLS certificate")?;
-    let (router, _embedded) = hubs::build_router(&cfg.scopes)?;
+    let embedded = hubs::journaled_registry(&cfg.scopes, &store).await?;
+    let (router, _embedded) = hubs::build_router(&cfg.scopes, embedded)?;
     let mut builder = Service::builder(store, router).options(ServiceOptions {
         retry_after_secs: cfg.service.retry_after_secs,
         ..ServiceOptions::default()

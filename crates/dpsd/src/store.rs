@@ -1,17 +1,21 @@
 //! The storage backend dpsd runs on, chosen by `[storage] kind`: an enum over the concrete
-//! stores (no `dyn` on the hot path), delegating every call.
+//! stores (no `dyn` on the hot path), delegating every call. It is also the journal of the
+//! `embedded` hub registry: hub identities are written through to it and loaded back at start.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use dps_connect::{IdentityJournal, JournalFuture};
 use dps_store::{
-    DeleteCondition, MemoryStore, Page, RegistrationCommit, Result, Store, WriteCondition,
+    DeleteCondition, MemoryStore, Page, RegistrationCommit, Result, Store, StoreError,
+    WriteCondition,
 };
 use dps_store_pg::PgStore;
 use dps_store_redb::RedbStore;
+use dps_types::HubHostName;
 use dps_types::{
-    CaCertificate, EnrollmentGroup, IdScope, IndividualEnrollment, Operation, RegistrationRecord,
-    Timestamp,
+    CaCertificate, EnrollmentGroup, HubIdentity, IdScope, IndividualEnrollment, Operation,
+    RegistrationRecord, Timestamp,
 };
 
 /// One of the supported backends.
@@ -152,5 +156,52 @@ impl Store for AnyStore {
     }
     async fn operation_counts(&self, scope: &IdScope) -> Result<BTreeMap<String, u64>> {
         delegate!(self, s => s.operation_counts(scope))
+    }
+    async fn hub_identity(&self, hub: &str, device_id: &str) -> Result<Option<HubIdentity>> {
+        delegate!(self, s => s.hub_identity(hub, device_id))
+    }
+    async fn put_hub_identity(&self, id: HubIdentity) -> Result<()> {
+        delegate!(self, s => s.put_hub_identity(id))
+    }
+    async fn delete_hub_identity(&self, hub: &str, device_id: &str) -> Result<()> {
+        delegate!(self, s => s.delete_hub_identity(hub, device_id))
+    }
+    async fn list_hub_identities(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<HubIdentity>> {
+        delegate!(self, s => s.list_hub_identities(after, limit))
+    }
+}
+
+impl AnyStore {
+    /// Every stored hub identity, read a page at a time.
+    pub async fn hub_identities(&self) -> Result<Vec<HubIdentity>> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list_hub_identities(after.as_deref(), 500).await?;
+            all.extend(page.items);
+            match page.next_after {
+                Some(n) => after = Some(n),
+                None => return Ok(all),
+            }
+        }
+    }
+}
+
+impl IdentityJournal for AnyStore {
+    fn save(&self, identity: HubIdentity) -> JournalFuture<'_> {
+        Box::pin(async move { Ok(self.put_hub_identity(identity).await?) })
+    }
+
+    fn remove(&self, hub: HubHostName, device_id: String) -> JournalFuture<'_> {
+        Box::pin(async move {
+            match self.delete_hub_identity(hub.as_str(), &device_id).await {
+                Ok(()) | Err(StoreError::NotFound) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
     }
 }

@@ -1,0 +1,94 @@
+//! Hub identities in the `hub_identities` table: keyed by (hub host name, device ID) rather
+//! than by scope, written through the same writer thread as every other record.
+
+use std::ops::Bound;
+
+use dps_store::{DeleteCondition, Page, Result, WriteCondition};
+use dps_types::HubIdentity;
+use redb::ReadableDatabase;
+
+use crate::writer::{DocTable, WriteOp};
+use crate::{ReadKind, RedbStore, decode, encode, error};
+
+impl RedbStore {
+    pub(crate) async fn get_hub_identity(
+        &self,
+        hub: &str,
+        device_id: &str,
+    ) -> Result<Option<HubIdentity>> {
+        let (hub, key) = (hub.to_ascii_lowercase(), device_id.to_owned());
+        self.read(ReadKind::Point, move |db| {
+            let txn = db.begin_read().map_err(error::db)?;
+            let t = txn
+                .open_table(DocTable::HubIdentities.def())
+                .map_err(error::db)?;
+            let Some(v) = t.get((hub.as_str(), key.as_str())).map_err(error::db)? else {
+                return Ok(None);
+            };
+            decode(DocTable::HubIdentities.name(), &key, v.value().1).map(Some)
+        })
+        .await
+    }
+
+    pub(crate) async fn write_hub_identity(&self, id: HubIdentity) -> Result<()> {
+        let json = encode(&id)?;
+        self.write(WriteOp::PutDoc {
+            table: DocTable::HubIdentities,
+            scope: id.hub.to_string(),
+            key: id.device_id,
+            etag: None,
+            json,
+            cond: WriteCondition::Any,
+        })
+        .await
+    }
+
+    pub(crate) async fn remove_hub_identity(&self, hub: &str, device_id: &str) -> Result<()> {
+        self.write(WriteOp::DeleteDoc {
+            table: DocTable::HubIdentities,
+            scope: hub.to_ascii_lowercase(),
+            key: device_id.to_owned(),
+            cond: DeleteCondition::Any,
+        })
+        .await
+    }
+
+    pub(crate) async fn page_hub_identities(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<HubIdentity>> {
+        let after = after.map(|a| {
+            let (h, d) = HubIdentity::split_cursor(a).unwrap_or((a, ""));
+            (h.to_owned(), d.to_owned())
+        });
+        self.read(ReadKind::Scan, move |db| {
+            let txn = db.begin_read().map_err(error::db)?;
+            let t = txn
+                .open_table(DocTable::HubIdentities.def())
+                .map_err(error::db)?;
+            let start = match &after {
+                Some((h, d)) => Bound::Excluded((h.as_str(), d.as_str())),
+                None => Bound::Unbounded,
+            };
+            let mut items: Vec<HubIdentity> = Vec::new();
+            for entry in t.range((start, Bound::Unbounded)).map_err(error::db)? {
+                if items.len() == limit {
+                    let next_after = items.last().map(HubIdentity::cursor);
+                    return Ok(Page { items, next_after });
+                }
+                let (k, v) = entry.map_err(error::db)?;
+                items.push(decode(
+                    DocTable::HubIdentities.name(),
+                    k.value().1,
+                    v.value().1,
+                )?);
+            }
+            Ok(Page {
+                items,
+                next_after: None,
+            })
+        })
+        .await
+    }
+}
