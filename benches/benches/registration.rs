@@ -1,6 +1,6 @@
 //! A device registration through dps-service with the memory store and the in-process hub
 //! registry: SAS verification, enrollment lookup, allocation, the hub write and the store
-//! commit, without any network. Also group lookup through the service with 1-1000 groups, the
+//! commit, without any network. Also group lookup through the service with 1-10,000 groups, the
 //! device belonging to the last one.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -52,7 +52,7 @@ fn registration(c: &mut Criterion) {
     // token minting included); a re-registration tries the device's previous group first.
     let mut first = c.benchmark_group("service/first_registration_group_member");
     let mut again = Vec::new();
-    for n in [1usize, 10, 100, 1000] {
+    for n in [1usize, 10, 100, 1000, 10_000] {
         let (svc, _) = fixture_service(FakeClock::at_unix(1_800_000_000));
         let admin = svc
             .admin(
@@ -68,7 +68,7 @@ fn registration(c: &mut Criterion) {
             let key = dps_attest::sas::derive_device_key_base64(GROUP_KEY, &format!("group-{i}"))
                 .expect("key");
             let body = json!({"attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":key,"secondaryKey":key}}});
-            block_on_ready(admin.put::<EnrollmentGroup>(&format!("group-{i:04}"), body, None))
+            block_on_ready(admin.put::<EnrollmentGroup>(&format!("group-{i:05}"), body, None))
                 .expect("group");
         }
         let last_key =

@@ -1,7 +1,11 @@
 //! Device authentication: which enrollment accepts a device's SAS token. An individual
 //! enrollment decides alone; otherwise the symmetric-key groups are searched with their keys
-//! decoded once per store snapshot, the device's previous group first. X.509 chains are
-//! checked in `x509_auth`.
+//! decoded once per store snapshot, the device's previous group first (found through an index
+//! by group ID, so a re-registration costs the same with one group or ten thousand). X.509
+//! chains are checked in `x509_auth`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use dps_attest::sas::{self, SasError, SasToken, SigningKey};
 use dps_store::Store;
@@ -18,7 +22,8 @@ use crate::{Service, store_err};
 /// Which enrollment authenticated a device.
 pub(crate) enum Matched {
     Individual(Box<IndividualEnrollment>),
-    Group(Box<EnrollmentGroup>, MemberCredential),
+    /// The group is shared with the prepared snapshot it was found in, not copied.
+    Group(Arc<EnrollmentGroup>, MemberCredential),
 }
 
 /// What a group member proved, which becomes its hub credential.
@@ -83,8 +88,51 @@ fn keys_of(a: &AttestationMechanism) -> Vec<SigningKey> {
         .unwrap_or_default()
 }
 
-/// Symmetric-key groups with their decoded primary and secondary keys.
-pub(crate) type PreparedGroups = Vec<(EnrollmentGroup, [Option<SigningKey>; 2])>;
+/// A symmetric-key group with its decoded primary and secondary keys.
+struct PreparedGroup {
+    group: Arc<EnrollmentGroup>,
+    keys: [Option<SigningKey>; 2],
+}
+
+/// A scope's symmetric-key groups with their keys decoded, in store order, and an index by
+/// case-folded group ID. Built once per store snapshot and shared by every request.
+#[derive(Default)]
+pub(crate) struct PreparedGroups {
+    groups: Vec<PreparedGroup>,
+    by_id: HashMap<String, usize>,
+}
+
+impl PreparedGroups {
+    fn new(snapshot: &[EnrollmentGroup]) -> Self {
+        let decode = |k: &Option<SymmetricKey>| {
+            k.as_ref()
+                .and_then(|k| SigningKey::from_base64(k.expose_base64()).ok())
+        };
+        let mut prepared = Self::default();
+        for g in snapshot {
+            let Some(sk) = g.attestation.symmetric_key() else {
+                continue;
+            };
+            let keys = [decode(&sk.primary_key), decode(&sk.secondary_key)];
+            // Of two IDs differing only in case, the first in store order wins, as in a scan.
+            let next = prepared.groups.len();
+            prepared
+                .by_id
+                .entry(g.enrollment_group_id.key())
+                .or_insert(next);
+            prepared.groups.push(PreparedGroup {
+                group: Arc::new(g.clone()),
+                keys,
+            });
+        }
+        prepared
+    }
+
+    /// The index of the group with this ID (ASCII case-insensitive).
+    fn position(&self, id: &EnrollmentGroupId) -> Option<usize> {
+        self.by_id.get(&id.key()).copied()
+    }
+}
 
 impl<S: Store, H: HubRegistry> Service<S, H> {
     /// Authenticates a device: its individual enrollment if one exists (enabled or not), else
@@ -155,20 +203,15 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         hint: Option<&EnrollmentGroupId>,
     ) -> Result<Option<Matched>, Rejection> {
         let prepared = self.group_keys(scope).await?;
-        let hinted = hint.and_then(|h| {
-            prepared.iter().position(|(g, _)| {
-                g.enrollment_group_id
-                    .as_str()
-                    .eq_ignore_ascii_case(h.as_str())
-            })
-        });
+        let hinted = hint.and_then(|h| prepared.position(h));
+        let n = prepared.groups.len();
         let order = hinted
             .into_iter()
             .flat_map(|i| [(i, 0), (i, 1)])
-            .chain((0..prepared.len()).map(|i| (i, 0)))
-            .chain((0..prepared.len()).map(|i| (i, 1)));
+            .chain((0..n).map(|i| (i, 0)))
+            .chain((0..n).map(|i| (i, 1)));
         for (i, slot) in order {
-            let (g, keys) = &prepared[i];
+            let PreparedGroup { group, keys } = &prepared.groups[i];
             let Some(group_key) = &keys[slot] else {
                 continue;
             };
@@ -180,7 +223,7 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
                     });
                 }
                 return Ok(Some(Matched::Group(
-                    Box::new(g.clone()),
+                    group.clone(),
                     MemberCredential::Keys(pair),
                 )));
             }
@@ -190,10 +233,7 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
 
     /// The scope's symmetric-key groups with their keys decoded, rebuilt only when the store
     /// hands out a new snapshot (so it is never stale).
-    async fn group_keys(
-        &self,
-        scope: &ScopeConfig,
-    ) -> Result<std::sync::Arc<PreparedGroups>, Rejection> {
+    async fn group_keys(&self, scope: &ScopeConfig) -> Result<Arc<PreparedGroups>, Rejection> {
         let snapshot = self
             .store
             .groups_snapshot(&scope.id_scope)
@@ -205,27 +245,91 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((snap, prepared)) = cache.get(&key)
-            && std::sync::Arc::ptr_eq(snap, &snapshot)
+            && Arc::ptr_eq(snap, &snapshot)
         {
             return Ok(prepared.clone());
         }
-        let prepared: std::sync::Arc<PreparedGroups> = std::sync::Arc::new(
-            snapshot
-                .iter()
-                .filter_map(|g| {
-                    let sk = g.attestation.symmetric_key()?;
-                    let decode = |k: &Option<SymmetricKey>| {
-                        k.as_ref()
-                            .and_then(|k| SigningKey::from_base64(k.expose_base64()).ok())
-                    };
-                    Some((
-                        g.clone(),
-                        [decode(&sk.primary_key), decode(&sk.secondary_key)],
-                    ))
-                })
-                .collect(),
-        );
+        let prepared = Arc::new(PreparedGroups::new(&snapshot));
         cache.insert(key, (snapshot, prepared.clone()));
         Ok(prepared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+    use std::sync::Arc;
+
+    use dps_store::{MemoryStore, Store, WriteCondition, block_on_ready};
+    use dps_types::{EnrollmentGroup, EnrollmentGroupId, IdScope};
+
+    use crate::Service;
+    use crate::config::ScopeConfig;
+    use crate::hubs::{HubDevice, HubError, HubRegistry};
+
+    struct NoHubs;
+
+    impl HubRegistry for NoHubs {
+        async fn provision(&self, _device: HubDevice) -> Result<(), HubError> {
+            Err(HubError::Unavailable("no hubs in this test".into()))
+        }
+    }
+
+    const KEY: &str = "dGVzdC1rZXktZGV2LTEtMDEyMzQ1Njc4OWFiY2RlZg==";
+
+    fn group(id: &str) -> EnrollmentGroup {
+        serde_json::from_value(serde_json::json!({
+            "enrollmentGroupId": id,
+            "attestation": {"type": "symmetricKey",
+                "symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}},
+        }))
+        .unwrap()
+    }
+
+    fn put(svc: &Service<MemoryStore, NoHubs>, scope: &ScopeConfig, g: EnrollmentGroup) {
+        block_on_ready(
+            svc.store()
+                .put_group(&scope.id_scope, g, WriteCondition::Any),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn groups_are_prepared_once_per_snapshot_and_indexed_by_id() {
+        let scope = ScopeConfig::new(IdScope::new("0ne00000a11").unwrap(), "dps.example");
+        let svc = Service::builder(MemoryStore::new(), NoHubs)
+            .scope(scope.clone())
+            .build();
+        for i in 0..100 {
+            put(&svc, &scope, group(&format!("Group-{i:03}")));
+        }
+        let first = block_on_ready(svc.group_keys(&scope)).unwrap();
+        let second = block_on_ready(svc.group_keys(&scope)).unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "rebuilt without a write");
+        assert_eq!(first.groups.len(), 100);
+        let hint = EnrollmentGroupId::new("GROUP-042").unwrap();
+        let i = first.position(&hint).unwrap();
+        assert_eq!(
+            first.groups[i].group.enrollment_group_id.as_str(),
+            "Group-042"
+        );
+        assert!(first.groups[i].keys.iter().all(Option::is_some));
+        assert_eq!(
+            first.position(&EnrollmentGroupId::new("group-100").unwrap()),
+            None
+        );
+
+        // A write hands out a new snapshot, which is prepared again (never stale).
+        put(&svc, &scope, group("group-100"));
+        let third = block_on_ready(svc.group_keys(&scope)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &third));
+        let i = third
+            .position(&EnrollmentGroupId::new("group-100").unwrap())
+            .unwrap();
+        assert_eq!(
+            third.groups[i].group.enrollment_group_id.as_str(),
+            "group-100"
+        );
     }
 }

@@ -155,7 +155,7 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
             match x509::verify_group(chain, signing, &stored, now) {
                 Ok(()) => {
                     return Ok(Matched::Group(
-                        Box::new(groups[*i].clone()),
+                        std::sync::Arc::new(groups[*i].clone()),
                         MemberCredential::Leaf(upper_hex(&chain.leaf_sha256())),
                     ));
                 }
