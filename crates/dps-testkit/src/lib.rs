@@ -19,6 +19,8 @@
 pub mod azure_registry;
 pub mod conformance;
 pub mod pki;
+mod tls_listener;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

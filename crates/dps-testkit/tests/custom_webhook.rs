@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dps_client::{Credential, RegisterOptions, ServiceClient, TrustedCa, register_https};
@@ -12,13 +12,13 @@ use dps_connect::InProcessHubRegistry;
 use dps_connect::webhook::{WebhookAllocator, WebhookConfig};
 use dps_service::{Service, ServiceOptions};
 use dps_store::MemoryStore;
+use dps_testkit::webhook::WebhookServer;
 use dps_testkit::*;
 use dps_types::{
     AllocationPolicy, IdScope, IndividualEnrollment, RegistrationId, RegistrationStatus,
 };
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A CA and a server certificate for localhost / 127.0.0.1: (CA PEM, chain PEM, key PEM).
 fn pki(name: &str) -> (String, String, String) {
@@ -36,73 +36,19 @@ fn pki(name: &str) -> (String, String, String) {
     (ca_cert.pem(), leaf.pem(), key.serialize_pem())
 }
 
-/// A webhook answering every POST with `answer`, recording the bodies it received.
-async fn webhook(answer: Value) -> (String, String, Arc<Mutex<Vec<Value>>>) {
-    let (ca, chain, key) = pki("webhook CA");
-    let tls = dps_server::tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
-    let mut tls = (*tls).clone();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    let body = answer.to_string();
-    tokio::spawn(async move {
-        // Stops with the test's runtime.
-        while let Ok((tcp, _)) = listener.accept().await {
-            let Ok(mut s) = acceptor.accept(tcp).await else {
-                continue;
-            };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            let req_body = loop {
-                let n = s.read(&mut chunk).await.unwrap_or(0);
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse().unwrap());
-                    if buf.len() >= end + 4 + len || n == 0 {
-                        break buf[end + 4..].to_vec();
-                    }
-                } else if n == 0 {
-                    break Vec::new();
-                }
-            };
-            record
-                .lock()
-                .unwrap()
-                .push(serde_json::from_slice(&req_body).unwrap_or(Value::Null));
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes()).await;
-            let _ = s.shutdown().await;
-        }
-    });
-    (
-        format!("https://127.0.0.1:{port}/api/alloc?code=fn-key"),
-        ca,
-        seen,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_gets_the_webhooks_hub_twin_and_payload_over_https() {
-    let (url, webhook_ca, seen) = webhook(json!({
+    let hook = WebhookServer::start(json!({
         "iotHubHostName": "hub-off.example.net",
         "initialTwin": {"tags": {"chosenBy": "webhook"}, "properties": {"desired": {"mode": "eco"}}},
         "payload": {"greeting": "hello from the webhook"}
     }))
     .await;
+    let url = hook.url("/api/alloc?code=fn-key");
     let mut scope = fixture_scope(SCOPE, SERVICE_HOST);
     scope.allocation_policy = AllocationPolicy::Custom;
     let mut wc = WebhookConfig::default()
-        .with_extra_roots_pem(webhook_ca.as_bytes())
+        .with_extra_roots_pem(hook.ca_pem().as_bytes())
         .unwrap();
     wc.default_url = Some(url.clone());
     scope.custom_allocator = Some(Arc::new(WebhookAllocator::new(wc).unwrap()));
@@ -179,7 +125,7 @@ async fn a_device_gets_the_webhooks_hub_twin_and_payload_over_https() {
             .unwrap();
         assert_eq!(twin.tags.unwrap()["chosenBy"], "webhook");
 
-        let body = seen.lock().unwrap().last().cloned().unwrap();
+        let body = hook.requests().last().cloned().unwrap().body;
         assert_eq!(body["deviceRuntimeContext"]["registrationId"], rid);
         assert_eq!(
             body["deviceRuntimeContext"]["payload"],
@@ -189,7 +135,12 @@ async fn a_device_gets_the_webhooks_hub_twin_and_payload_over_https() {
         assert_eq!(body["individualEnrollment"]["registrationId"], rid);
         assert!(!body.to_string().contains(DEV1_KEY));
     }
-    assert_eq!(seen.lock().unwrap().len(), 2);
+    assert_eq!(hook.requests().len(), 2);
+    assert!(
+        hook.requests()
+            .iter()
+            .all(|r| r.uri == "/api/alloc?code=fn-key")
+    );
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(15), server)

@@ -4,26 +4,17 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Dpsd;
 use dps_client::{Credential, RegisterOptions, ServiceClient, TrustedCa, register_https};
 use dps_testkit::azure_registry::AzureRegistryServer;
 use dps_testkit::{DEV1_KEY, OWNER, OWNER_KEY};
 use dps_types::{IdScope, IndividualEnrollment, RegistrationId, RegistrationStatus, Substatus};
 
 const HUB: &str = "hub-a.example.net";
-
-/// Kills dpsd (by its own PID) if the test ends early.
-struct Dpsd(Child);
-
-impl Drop for Dpsd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dpsd_provisions_into_a_configured_azure_hub() {
@@ -65,49 +56,12 @@ rights = ["ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationSta
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dpsd"))
-        .arg("--config")
-        .arg(dir.join("dpsd.toml"))
-        .env("DPSD_TEST_HUB_CONNECTION_STRING", hub.connection_string())
-        .env_remove("DPSD_LISTEN_HTTPS")
-        .env_remove("DPSD_LISTEN_MQTT")
-        .env_remove("DPSD_DATA_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let dpsd = Dpsd(child);
-    let banner = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        let mut out = BufReader::new(out);
-        while !lines.iter().any(|l: &String| l.contains("trust root")) {
-            let mut l = String::new();
-            if out.read_line(&mut l).unwrap() == 0 {
-                break;
-            }
-            lines.push(l.trim_end().to_owned());
-        }
-        lines
-    })
-    .await
-    .unwrap();
-    let text = banner.join("\n");
-    let port: u16 = text
-        .split("https://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in the banner: {text}"))
-        .parse()
-        .unwrap();
-    let ca = text
-        .split("trust root (dev CA): ")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_owned();
+    let dpsd = Dpsd::start(
+        &dir.join("dpsd.toml"),
+        &[("DPSD_TEST_HUB_CONNECTION_STRING", hub.connection_string())],
+    )
+    .await;
+    let (port, ca) = (dpsd.port, dpsd.ca.clone());
 
     let admin = ServiceClient::from_connection_string(
         &format!(

@@ -22,17 +22,15 @@ mod handlers;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use dps_connect::azure::HubConnectionString;
 use dps_connect::{AzureHubConfig, AzureHubRegistry, RetryPolicy};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
+
+use axum::serve::Listener as _;
+
+use crate::tls_listener::TlsListener;
 
 /// The shared access policy name the server accepts.
 pub const POLICY: &str = "iothubowner";
@@ -86,55 +84,6 @@ pub struct AzureRegistryServer {
     task: JoinHandle<()>,
 }
 
-/// TLS over a TCP listener, for `axum::serve`: handshakes run in the accept loop (bounded).
-struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, addr)) = self.tcp.accept().await else {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            };
-            let handshake = self.acceptor.accept(tcp);
-            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), handshake).await {
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
-
-/// A CA and a server certificate for `names`: (CA PEM, chain DER, key DER).
-fn pki(names: Vec<String>) -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
-    let ca_key = KeyPair::generate().expect("key generation");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "azure registry test CA");
-    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf_key = KeyPair::generate().expect("key generation");
-    let leaf = CertificateParams::new(names)
-        .expect("leaf params")
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf certificate");
-    (
-        ca_cert.pem(),
-        leaf.der().clone(),
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-    )
-}
-
 impl AzureRegistryServer {
     /// Starts a registry for hub `host_name` on 127.0.0.1 (a free port), with a fresh CA.
     pub async fn start(host_name: &str) -> Self {
@@ -143,27 +92,12 @@ impl AzureRegistryServer {
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
         ];
-        let (ca_pem, cert, key) = pki(names);
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .expect("server certificate");
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = tcp.local_addr().expect("local address");
+        let (ca_pem, listener) = TlsListener::bind("azure registry test CA", names).await;
+        let addr = listener.local_addr().expect("local address");
         let state: Shared = Arc::new(Mutex::new(State {
             host_name: host_name.to_ascii_lowercase(),
             ..State::default()
         }));
-        let listener = TlsListener {
-            tcp,
-            acceptor: TlsAcceptor::from(Arc::new(tls)),
-        };
         let app = handlers::router(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
