@@ -116,6 +116,14 @@ fn rebuild(c: &mut Criterion) {
                 .build()
         });
     });
+    g.bench_function("hashed_and_lowest_latency_2_threads", |b| {
+        b.iter(|| {
+            HubSet::builder(black_box(equal.clone()))
+                .lowest_latency(latency())
+                .threads(2)
+                .build()
+        });
+    });
     // What a latency probe does when the figures change: same hubs, new tie sets.
     let previous = HubSet::builder(equal.clone())
         .lowest_latency(latency())

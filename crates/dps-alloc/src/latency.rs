@@ -286,7 +286,7 @@ impl Plans {
                 // A lowest-latency lookup has more to do than a hashed one, so its groups
                 // get tables at half the size.
                 let group = if needed {
-                    Group::reusing(ranking, members, ranking.direct_max() / 2, previous)
+                    Group::planned(members, ranking.direct_max() / 2, previous)
                 } else {
                     Group::without_table(members)
                 };
@@ -307,6 +307,11 @@ impl Plans {
     /// The prepared groups, to lend their tables to a set prepared again.
     pub(crate) fn groups(&self) -> impl Iterator<Item = &Group> {
         self.groups.iter().map(|(_, g)| g)
+    }
+
+    /// The groups, to build the tables they still lack.
+    pub(crate) fn groups_mut(&mut self) -> impl Iterator<Item = &mut Group> {
+        self.groups.iter_mut().map(|(_, g)| g)
     }
 
     /// The configuration these plans were prepared from.

@@ -8,7 +8,7 @@ use dps_types::{AllocationPolicy, HubHostName};
 use crate::latency::{LowestLatencyConfig, Plans};
 use crate::policy::{self, Allocator, HashedConfig};
 use crate::score::{self, HubKey};
-use crate::table::{Group, Ranking};
+use crate::table::{self, Group, Ranking};
 use crate::{AllocError, Hub, Request};
 
 /// At most this many hubs take part in hashing (the first in canonical order); more is not a
@@ -55,6 +55,7 @@ pub struct HubSetBuilder {
     latency: Option<LowestLatencyConfig>,
     custom: Option<Arc<dyn Allocator>>,
     previous: Option<HubSet>,
+    threads: usize,
 }
 
 impl HubSetBuilder {
@@ -65,6 +66,15 @@ impl HubSetBuilder {
     /// tables of groups that newly need one). The result is the same as without it.
     pub fn reusing(mut self, previous: &HubSet) -> Self {
         self.previous = Some(previous.clone());
+        self
+    }
+
+    /// Builds the lookup tables on up to `threads` threads (default 1: the calling thread
+    /// only). Only preparing a set with several tables to build (lowest latency over several
+    /// regions) gains; the result is the same whatever the number. The threads are scoped: none
+    /// outlives [`HubSetBuilder::build`].
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
         self
     }
 
@@ -137,8 +147,7 @@ impl HubSetBuilder {
                     .collect()
             })
             .unwrap_or_default();
-        let global = Group::reusing(
-            &ranking,
+        let mut global = Group::planned(
             (0..ranking.len() as u32).collect(),
             ranking.direct_max(),
             &previous,
@@ -147,10 +156,15 @@ impl HubSetBuilder {
             .iter()
             .map(|&h| hubs[h as usize].region.as_deref())
             .collect();
-        let latency = self
+        let mut latency = self
             .latency
             .as_ref()
             .and_then(|config| Plans::new(config, &ranking, &regions, &previous));
+        table::fill_tables(
+            &ranking,
+            std::iter::once(&mut global).chain(latency.iter_mut().flat_map(Plans::groups_mut)),
+            self.threads,
+        );
         HubSet {
             inner: Arc::new(Inner {
                 hubs,
@@ -183,6 +197,7 @@ impl HubSet {
             latency: None,
             custom: None,
             previous: None,
+            threads: 1,
         }
     }
 
@@ -447,6 +462,47 @@ mod tests {
             }
         }
         n as f64 / SLOTS as f64
+    }
+
+    #[test]
+    fn tables_built_on_several_threads_are_the_same() {
+        use crate::{LatencyMap, LowestLatencyConfig};
+        let regional: Vec<Hub> = hubs(96, |_| 1)
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| h.with_region(format!("r{}", i % 3)))
+            .collect();
+        let mut m = LatencyMap::new();
+        m.insert_symmetric("r0", "r1", 40_000);
+        m.insert_symmetric("r0", "r2", 80_000);
+        m.insert_symmetric("r1", "r2", 40_000);
+        let config = LowestLatencyConfig::new(m).with_local_region("r0");
+        let one = HubSet::builder(regional.clone())
+            .lowest_latency(config.clone())
+            .build();
+        let three = HubSet::builder(regional)
+            .lowest_latency(config)
+            .threads(3)
+            .build();
+        let tables = |s: &HubSet| {
+            s.inner
+                .latency
+                .as_ref()
+                .map_or(0, |p| p.groups().filter(|g| g.has_table()).count())
+        };
+        assert_eq!(tables(&three), 3);
+        assert!(three.inner.global.has_table());
+        for i in 0..3_000 {
+            let id = format!("device-{i}");
+            for source in [None, Some("r1"), Some("r2")] {
+                let req =
+                    Request::new(AllocationPolicy::GeoLatency, &id).with_source_region(source);
+                assert_eq!(
+                    one.allocate_with(&req).map(|h| &h.host),
+                    three.allocate_with(&req).map(|h| &h.host)
+                );
+            }
+        }
     }
 
     #[test]

@@ -220,7 +220,7 @@ pub fn apply(
         })
         .collect::<Result<Vec<_>>>()?;
     let latency = alloc.lowest_latency(hubs.iter().any(|h| h.region.is_some()));
-    let mut builder = HubSet::builder(hubs.clone());
+    let mut builder = HubSet::builder(hubs.clone()).threads(table_threads());
     if let Some(l) = latency.clone() {
         builder = builder.lowest_latency(l);
     }
@@ -271,6 +271,12 @@ fn webhook(s: &crate::config::Scope) -> Result<Option<Arc<dyn dps_service::Custo
     }
     let w = WebhookAllocator::new(w).with_context(|| format!("scope {}", s.id_scope))?;
     Ok(Some(Arc::new(w)))
+}
+
+/// Threads that build a hub set's lookup tables: one per CPU (the tables of a large
+/// lowest-latency set are built in parallel at start; the threads end with the build).
+pub fn table_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 #[cfg(test)]

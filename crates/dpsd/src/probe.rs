@@ -133,6 +133,7 @@ pub async fn round(targets: &[Target], cfg: &ProbeSection, state: &mut State) ->
                 .hashed(previous.hashed_config())
                 .lowest_latency(config)
                 .reusing(&previous)
+                .threads(crate::alloc_config::table_threads())
                 .build()
         })
         .await;
