@@ -82,22 +82,31 @@ for i, p in enumerate(passes):
 PY
 }
 
+# "first": every registration is a device's first (the pass ends at --duration, before the
+# 20,000 devices run out). "again": 2,000 of those devices register again and again.
 many="--count 100000000"
+ka="--connections keep-alive"
 start_dpsd memory
-row "memory https new individual" --host "$HTTPS" --devices 20000 $many
-row "memory https new group1" --host "$HTTPS" --devices 20000 $many --attestation group --prefix n1
-row "memory https keepalive individual" --host "$HTTPS" --devices 5000 $many --connections keep-alive --passes 2 --prefix ka
-row "memory https keepalive group1" --host "$HTTPS" --devices 5000 $many --connections keep-alive --attestation group --passes 2 --prefix g1
+row "memory https new individual first" --host "$HTTPS" --devices 20000 --prefix ni
+row "memory https new individual again" --host "$HTTPS" --devices 2000 $many --prefix ni --no-setup
+row "memory https new group1 first" --host "$HTTPS" --devices 20000 --attestation group --prefix ng
+row "memory https keepalive individual first" --host "$HTTPS" $ka --devices 80000 --prefix ki
+row "memory https keepalive individual again" --host "$HTTPS" $ka --devices 2000 $many --prefix ki --no-setup
 half=$(( $(cat "$WORK/last_rate" 2>/dev/null || echo 1200) / 2 ))
-row "memory https keepalive group1 at half rate ($half/s)" --host "$HTTPS" --devices 5000 $many --connections keep-alive --attestation group --passes 2 --prefix g1 --no-setup --rate "$half"
-row "memory https keepalive group100" --host "$HTTPS" --devices 5000 $many --connections keep-alive --attestation group --groups 100 --passes 2 --prefix g100
-row "memory https keepalive group10000" --host "$HTTPS" --devices 20000 $many --connections keep-alive --attestation group --groups 10000 --passes 2 --prefix g10k
-row "memory mqtt individual" --host "$MQTT" --transport mqtt --devices 20000 $many --prefix mq
+row "memory https keepalive individual again at half rate ($half/s)" --host "$HTTPS" $ka --devices 2000 $many --prefix ki --no-setup --rate "$half"
+for g in 1 100 10000; do
+    row "memory https keepalive group$g first" --host "$HTTPS" $ka --devices 80000 --attestation group --groups $g --prefix kg$g
+    row "memory https keepalive group$g again" --host "$HTTPS" $ka --devices 2000 $many --attestation group --groups $g --prefix kg$g --no-setup
+done
+row "memory mqtt new individual first" --host "$MQTT" --transport mqtt --devices 20000 --prefix mq
+row "memory mqtt new individual again" --host "$MQTT" --transport mqtt --devices 2000 $many --prefix mq --no-setup
 start_dpsd embedded
-row "embedded https new group1" --host "$HTTPS" --devices 20000 $many --attestation group --prefix e1
-row "embedded https keepalive group1" --host "$HTTPS" --devices 5000 $many --connections keep-alive --attestation group --passes 2 --prefix e2
+row "embedded https new group1 first" --host "$HTTPS" --devices 20000 --attestation group --prefix eg
+row "embedded https keepalive group1 first" --host "$HTTPS" $ka --devices 80000 --attestation group --prefix ek
+row "embedded https keepalive group1 again" --host "$HTTPS" $ka --devices 2000 $many --attestation group --prefix ek --no-setup
 if [ -n "${DPS_TEST_DATABASE_URL:-}" ]; then
     start_dpsd postgres
-    row "postgres https new group1" --host "$HTTPS" --devices 20000 $many --attestation group --prefix p1
-    row "postgres https keepalive group1" --host "$HTTPS" --devices 5000 $many --connections keep-alive --attestation group --passes 2 --prefix p2
+    row "postgres https new group1 first" --host "$HTTPS" --devices 20000 --attestation group --prefix pg
+    row "postgres https keepalive group1 first" --host "$HTTPS" $ka --devices 80000 --attestation group --prefix pk
+    row "postgres https keepalive group1 again" --host "$HTTPS" $ka --devices 2000 $many --attestation group --prefix pk --no-setup
 fi
