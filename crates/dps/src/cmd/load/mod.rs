@@ -3,22 +3,25 @@
 //! server on the same stack, [`baseline`]) so the figure reads as a ratio to what this
 //! machine's TLS and HTTP stack can do at all.
 //!
-//! [`setup`] creates the fleet's enrollments through the bulk API, [`driver`] runs the bounded
+//! [`setup`] creates the fleet's enrollments through the bulk API (and, for X.509, [`pki`]
+//! issues the devices' certificates first), [`driver`] runs the bounded
 //! worker loop (closed loop or a target rate), [`report`] keeps the HDR histograms and prints
 //! text or JSON. Every run is bounded in count and time and targets 127.0.0.1 unless `--host`
 //! says otherwise.
 
 pub mod baseline;
 pub mod driver;
+pub mod pki;
 pub mod report;
 pub mod setup;
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
-use dps_client::{Connections, FlowConfig, HttpsFleet, RegisterOptions, TrustedCa};
+use dps_client::{Connections, FlowConfig, HttpsFleet, MqttFleet, RegisterOptions, TrustedCa};
 use dps_types::{IdScope, RegistrationId};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -26,8 +29,12 @@ use serde_json::{Value, json};
 use self::baseline::Baseline;
 use self::driver::{Options, Plan, Target};
 use self::report::Stats;
-use self::setup::{Attestation, Fleet};
+use self::setup::{Attestation, CaTrust, Fleet};
 use crate::output::Output;
+
+/// The most X.509 devices a run issues certificates to (about 3 KB of memory and 0.1 ms of
+/// set-up each).
+const MAX_X509_DEVICES: u64 = 100_000;
 
 /// `dps load`'s options.
 #[derive(Debug, Args)]
@@ -44,7 +51,7 @@ pub struct LoadArgs {
     /// How the devices prove who they are
     #[arg(long, value_enum, default_value_t = AttestationArg::Individual)]
     attestation: AttestationArg,
-    /// Enrollment groups the devices are spread over (--attestation group)
+    /// Enrollment groups the devices are spread over (--attestation group; x509 uses one)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     groups: u64,
     /// Simulated devices
@@ -63,22 +70,30 @@ pub struct LoadArgs {
     #[arg(long)]
     rate: Option<f64>,
     /// New TLS connection per device (the factory case) or kept-alive connections shared by
-    /// all devices (the gateway case; HTTPS only)
+    /// all devices (the gateway case; HTTPS with symmetric keys only)
     #[arg(long, value_enum, default_value_t = ConnectionsArg::New)]
     connections: ConnectionsArg,
     /// Passes over the fleet: the first registers the devices, later ones re-register them
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
     passes: u32,
     /// Do not create the enrollments: an earlier run with the same --prefix, --secret,
-    /// --devices, --attestation and --groups did
+    /// --devices, --attestation and --groups did (not with x509-individual)
     #[arg(long)]
     no_setup: bool,
     /// Registration IDs are PREFIX-0000000, PREFIX-0000001, …; groups PREFIX-group-00000, …
     #[arg(long, default_value = "load")]
     prefix: String,
-    /// Secret the devices' and groups' keys are derived from
+    /// Secret the devices' and groups' keys (and the X.509 CA's key) are derived from
     #[arg(long, default_value = "dps-load")]
     secret: String,
+    /// X.509: write the fleet's CA certificate to this file (to list it in dpsd's config as a
+    /// [[scope.ca]] with verified = true)
+    #[arg(long, value_name = "FILE")]
+    x509_ca_pem: Option<PathBuf>,
+    /// X.509: the group trusts the dpsd [[scope.ca]] of this name (caReferences) instead of
+    /// uploading the CA certificate (signingCertificates)
+    #[arg(long, value_name = "NAME")]
+    x509_ca_name: Option<String>,
     /// Poll this many ms after the register answer, whatever Retry-After the server sends
     /// (default: as the server says, without the SDKs' 1 s minimum)
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=60_000))]
@@ -111,8 +126,10 @@ enum AttestationArg {
     Individual,
     /// Group members: keys derived from their enrollment group's key
     Group,
-    /// X.509 device certificates (not supported yet)
+    /// X.509 device certificates from one CA, members of one enrollment group trusting it
     X509,
+    /// X.509 device certificates, each pinned by an individual enrollment
+    X509Individual,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -154,7 +171,9 @@ impl LoadArgs {
         };
         let keys = match self.attestation {
             AttestationArg::Group => format!("group keys ({} groups)", self.groups),
-            _ => "individual keys".into(),
+            AttestationArg::Individual => "individual keys".into(),
+            AttestationArg::X509 => "x509 certificates (1 group)".into(),
+            AttestationArg::X509Individual => "x509 certificates (individual)".into(),
         };
         let pace = self
             .rate
@@ -177,26 +196,66 @@ pub async fn run(
     let attestation = match args.attestation {
         AttestationArg::Individual => Attestation::Individual,
         AttestationArg::Group => Attestation::Group,
-        AttestationArg::X509 => bail!(
-            "--attestation x509 is not supported yet: dps-client cannot present device \
-             certificates; use individual or group"
-        ),
+        AttestationArg::X509 => Attestation::X509Group,
+        AttestationArg::X509Individual => Attestation::X509Individual,
     };
     if args.transport == TransportArg::Mqtt && args.connections == ConnectionsArg::KeepAlive {
         bail!("MQTT authenticates one device per connection: use --connections new with mqtt");
+    }
+    if attestation.is_x509() && args.connections == ConnectionsArg::KeepAlive {
+        bail!(
+            "a TLS client certificate authenticates one device per connection, so X.509 devices \
+             cannot share kept-alive connections: use --connections new with x509"
+        );
+    }
+    if attestation.is_x509() && args.devices > MAX_X509_DEVICES {
+        bail!(
+            "x509 devices get their certificates in memory before the run: at most \
+             {MAX_X509_DEVICES} --devices (use --count to register them more often)"
+        );
+    }
+    if attestation == Attestation::X509Group && args.groups != 1 {
+        bail!("--attestation x509 uses one enrollment group (its devices share one CA)");
+    }
+    if attestation == Attestation::X509Individual && args.no_setup {
+        bail!(
+            "x509-individual enrollments pin certificates issued in this run: it cannot \
+             reuse an earlier run's (--no-setup)"
+        );
+    }
+    if args.x509_ca_name.is_some() && attestation != Attestation::X509Group {
+        bail!("--x509-ca-name is for --attestation x509");
     }
     if args.rate.is_some_and(|r| !(r > 0.0 && r <= 1e7)) {
         bail!("--rate must be between 0 and 10000000 registrations per second");
     }
     let scope = args.scope.as_deref().unwrap_or("0ne00000001");
     let scope = IdScope::new(scope).with_context(|| format!("invalid --scope '{scope}'"))?;
-    let fleet = Arc::new(Fleet::new(
+    let mut fleet = Fleet::new(
         &args.prefix,
         args.devices,
         args.groups,
         attestation,
         &args.secret,
-    ));
+    );
+    let mut text = format!("dps load: {}\n", args.describe());
+    let mut report = json!({"config": args.describe()});
+    let issuing = Instant::now();
+    if let Some(ca) = fleet.issue_certificates()? {
+        let elapsed = issuing.elapsed().as_secs_f64();
+        text += &format!(
+            "x509: {} device certificates issued in {elapsed:.2} s\n",
+            args.devices
+        );
+        report["x509"] = json!({"certificates": args.devices, "elapsed_s": elapsed});
+        if let Some(path) = &args.x509_ca_pem {
+            std::fs::write(path, ca)
+                .with_context(|| format!("writing the CA certificate to {}", path.display()))?;
+            text += &format!("x509: CA certificate written to {}\n", path.display());
+        }
+    }
+    let fleet = Arc::new(fleet);
+    let device_fleet = fleet.clone();
     let mut flow = FlowConfig::default();
     flow.min_retry_after = Duration::ZERO;
     if let Some(ms) = args.poll_after_ms {
@@ -204,7 +263,7 @@ pub async fn run(
         flow.max_retry_after = flow.min_retry_after;
     }
     let options: Arc<Options> = Arc::new(move |i| {
-        let (rid, credential) = fleet.device(i);
+        let (rid, credential) = device_fleet.device(i)?;
         let rid = RegistrationId::new(&rid).with_context(|| format!("invalid id '{rid}'"))?;
         let mut o = RegisterOptions::new("", scope.clone(), rid, credential);
         o.flow = flow.clone();
@@ -219,8 +278,6 @@ pub async fn run(
         )
     };
     let plan = args.plan();
-    let mut text = format!("dps load: {}\n", args.describe());
-    let mut report = json!({"config": args.describe()});
 
     let baseline = if args.baseline || args.baseline_only {
         let stats = measure_baseline(&args, plan, options.clone(), &progress).await?;
@@ -241,11 +298,15 @@ pub async fn run(
         if !args.no_setup {
             progress.set_message("setup");
             let svc = super::service(connection_string, ca.clone())?;
-            let done = setup::create_enrollments(&svc, &args_fleet(&args, attestation)).await?;
+            let trust = args
+                .x509_ca_name
+                .clone()
+                .map_or(CaTrust::Upload, CaTrust::ScopeCa);
+            let done = setup::create_enrollments(&svc, &fleet, &trust).await?;
             text += &format!(
                 "setup: {} {} created or replaced in {:.2} s\n",
                 done.items,
-                if attestation == Attestation::Group {
+                if attestation.is_group() {
                     "groups"
                 } else {
                     "enrollments"
@@ -258,10 +319,7 @@ pub async fn run(
             TransportArg::Https => Target::Https(Box::new(
                 HttpsFleet::new(&host, ca.as_ref(), connections(args.connections)).await?,
             )),
-            TransportArg::Mqtt => Target::Mqtt {
-                endpoint: host.clone(),
-                ca: ca.clone(),
-            },
+            TransportArg::Mqtt => Target::Mqtt(Box::new(MqttFleet::new(&host, ca.as_ref())?)),
         });
         let mut passes = Vec::new();
         for pass in 1..=args.passes {
@@ -282,17 +340,6 @@ pub async fn run(
     out.load_report(&text, &report)
 }
 
-/// The fleet again (the one in the options closure is moved there).
-fn args_fleet(args: &LoadArgs, attestation: Attestation) -> Fleet {
-    Fleet::new(
-        &args.prefix,
-        args.devices,
-        args.groups,
-        attestation,
-        &args.secret,
-    )
-}
-
 fn connections(c: ConnectionsArg) -> Connections {
     match c {
         ConnectionsArg::New => Connections::PerDevice,
@@ -307,7 +354,8 @@ fn ratio(run: &Stats, baseline: &Stats) -> f64 {
 }
 
 /// Runs the plan against a fresh baseline server, with the connection mode of the real run
-/// (a new connection per device for MQTT, whose devices each have their own).
+/// (a new connection per device for MQTT, whose devices each have their own) and the same
+/// devices: X.509 devices present their certificates to it.
 async fn measure_baseline(
     args: &LoadArgs,
     plan: Plan,
@@ -379,9 +427,27 @@ mod tests {
     #[tokio::test]
     async fn unsupported_combinations_are_refused_before_any_io() {
         let out = Output { json: true };
-        let x509 = load_args(&["--scope", "0ne00000001", "--attestation", "x509"]);
-        let e = run(x509, &None, None, out).await.unwrap_err();
-        assert!(e.to_string().contains("x509 is not supported yet"), "{e}");
+        let refused = [
+            (
+                &["--attestation", "x509", "--connections", "keep-alive"][..],
+                "one device per connection",
+            ),
+            (
+                &["--attestation", "x509", "--groups", "2"],
+                "one enrollment group",
+            ),
+            (
+                &["--attestation", "x509-individual", "--no-setup"],
+                "--no-setup",
+            ),
+            (&["--x509-ca-name", "ca"], "for --attestation x509"),
+        ];
+        for (extra, why) in refused {
+            let mut argv = vec!["--scope", "0ne00000001"];
+            argv.extend(extra);
+            let e = run(load_args(&argv), &None, None, out).await.unwrap_err();
+            assert!(e.to_string().contains(why), "{extra:?}: {e}");
+        }
         let mqtt = load_args(&[
             "--scope",
             "0ne00000001",
