@@ -3,188 +3,36 @@
 //! server on the same stack, [`baseline`]) so the figure reads as a ratio to what this
 //! machine's TLS and HTTP stack can do at all.
 //!
-//! [`setup`] creates the fleet's enrollments through the bulk API (and, for X.509, [`pki`]
+//! [`LoadArgs`] holds the options and refuses combinations that cannot work, [`setup`]
+//! creates the fleet's enrollments through the bulk API (and, for X.509, [`pki`]
 //! issues the devices' certificates first), [`driver`] runs the bounded
 //! worker loop (closed loop or a target rate), [`report`] keeps the HDR histograms and prints
 //! text or JSON. Every run is bounded in count and time and targets 127.0.0.1 unless `--host`
 //! says otherwise.
 
+mod args;
 pub mod baseline;
 pub mod driver;
 pub mod pki;
 pub mod report;
 pub mod setup;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
-use clap::{Args, ValueEnum};
+use anyhow::{Context as _, Result};
 use dps_client::{Connections, FlowConfig, HttpsFleet, MqttFleet, RegisterOptions, TrustedCa};
 use dps_types::{IdScope, RegistrationId};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+pub use self::args::LoadArgs;
+use self::args::{TransportArg, connections, cpus};
 use self::baseline::Baseline;
 use self::driver::{Options, Plan, Target};
 use self::report::Stats;
-use self::setup::{Attestation, CaTrust, Fleet};
+use self::setup::{CaTrust, Fleet};
 use crate::output::Output;
-
-/// The most X.509 devices a run issues certificates to (about 3 KB of memory and 0.1 ms of
-/// set-up each).
-const MAX_X509_DEVICES: u64 = 100_000;
-
-/// `dps load`'s options.
-#[derive(Debug, Args)]
-pub struct LoadArgs {
-    /// Device endpoint [default: 127.0.0.1:8443 for https, 127.0.0.1:8883 for mqtt]
-    #[arg(long, value_name = "HOST[:PORT]")]
-    host: Option<String>,
-    /// ID scope of the DPS instance (dpsd prints it)
-    #[arg(long, required_unless_present = "baseline_only")]
-    scope: Option<String>,
-    /// Protocol the devices register over
-    #[arg(long, value_enum, default_value_t = TransportArg::Https)]
-    transport: TransportArg,
-    /// How the devices prove who they are
-    #[arg(long, value_enum, default_value_t = AttestationArg::Individual)]
-    attestation: AttestationArg,
-    /// Enrollment groups the devices are spread over (--attestation group; x509 uses one)
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    groups: u64,
-    /// Simulated devices
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    devices: u64,
-    /// Registrations per pass, at most [default: --devices]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
-    count: Option<u64>,
-    /// Seconds per pass, at most: no registration starts later
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    duration: u64,
-    /// Registrations in flight, at most
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    concurrency: u64,
-    /// Target registrations per second (open loop); as fast as possible when omitted
-    #[arg(long)]
-    rate: Option<f64>,
-    /// New TLS connection per device (the factory case) or kept-alive connections shared by
-    /// all devices (the gateway case; HTTPS with symmetric keys only)
-    #[arg(long, value_enum, default_value_t = ConnectionsArg::New)]
-    connections: ConnectionsArg,
-    /// Passes over the fleet: the first registers the devices, later ones re-register them
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
-    passes: u32,
-    /// Do not create the enrollments: an earlier run with the same --prefix, --secret,
-    /// --devices, --attestation and --groups did (not with x509-individual)
-    #[arg(long)]
-    no_setup: bool,
-    /// Registration IDs are PREFIX-0000000, PREFIX-0000001, …; groups PREFIX-group-00000, …
-    #[arg(long, default_value = "load")]
-    prefix: String,
-    /// Secret the devices' and groups' keys (and the X.509 CA's key) are derived from
-    #[arg(long, default_value = "dps-load")]
-    secret: String,
-    /// X.509: write the fleet's CA certificate to this file (to list it in dpsd's config as a
-    /// [[scope.ca]] with verified = true)
-    #[arg(long, value_name = "FILE")]
-    x509_ca_pem: Option<PathBuf>,
-    /// X.509: the group trusts the dpsd [[scope.ca]] of this name (caReferences) instead of
-    /// uploading the CA certificate (signingCertificates)
-    #[arg(long, value_name = "NAME")]
-    x509_ca_name: Option<String>,
-    /// Poll this many ms after the register answer, whatever Retry-After the server sends
-    /// (default: as the server says, without the SDKs' 1 s minimum)
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    poll_after_ms: Option<u64>,
-    /// Also measure a minimal HTTPS server on the same stack in this run, and report the ratio
-    #[arg(long)]
-    baseline: bool,
-    /// Measure only the baseline server (no DPS needed)
-    #[arg(long, conflicts_with = "baseline")]
-    baseline_only: bool,
-    /// Worker threads of the load generator [default: one per CPU]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
-    threads: Option<u64>,
-    /// Worker threads of the baseline server [default: one per CPU]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
-    baseline_threads: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum TransportArg {
-    /// HTTPS
-    Https,
-    /// MQTT 3.1.1 over TLS (a connection per device)
-    Mqtt,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum AttestationArg {
-    /// An individual enrollment and key per device
-    Individual,
-    /// Group members: keys derived from their enrollment group's key
-    Group,
-    /// X.509 device certificates from one CA, members of one enrollment group trusting it
-    X509,
-    /// X.509 device certificates, each pinned by an individual enrollment
-    X509Individual,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ConnectionsArg {
-    /// A new TLS connection (full handshake) per device
-    New,
-    /// Kept-alive connections carrying many devices' requests
-    KeepAlive,
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-impl LoadArgs {
-    /// The runtime the load generator runs on: `--threads` workers.
-    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
-        let threads = self.threads.map_or_else(cpus, |t| t as usize);
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
-
-    fn plan(&self) -> Plan {
-        Plan {
-            count: self.count.unwrap_or(self.devices),
-            duration: Duration::from_secs(self.duration),
-            concurrency: self.concurrency as usize,
-            rate: self.rate,
-        }
-    }
-
-    fn describe(&self) -> String {
-        let conns = match (self.transport, self.connections) {
-            (TransportArg::Mqtt, _) => "a connection per device",
-            (_, ConnectionsArg::New) => "a new TLS connection per device",
-            (_, ConnectionsArg::KeepAlive) => "kept-alive connections",
-        };
-        let keys = match self.attestation {
-            AttestationArg::Group => format!("group keys ({} groups)", self.groups),
-            AttestationArg::Individual => "individual keys".into(),
-            AttestationArg::X509 => "x509 certificates (1 group)".into(),
-            AttestationArg::X509Individual => "x509 certificates (individual)".into(),
-        };
-        let pace = self
-            .rate
-            .map_or("as fast as possible".into(), |r| format!("{r}/s target"));
-        format!(
-            "{:?} over {conns}, {keys}, {} devices, {} in flight, {pace}",
-            self.transport, self.devices, self.concurrency
-        )
-        .to_lowercase()
-    }
-}
 
 /// Runs the load (and the baseline) and prints the report.
 pub async fn run(
@@ -193,42 +41,7 @@ pub async fn run(
     ca: Option<TrustedCa>,
     out: Output,
 ) -> Result<()> {
-    let attestation = match args.attestation {
-        AttestationArg::Individual => Attestation::Individual,
-        AttestationArg::Group => Attestation::Group,
-        AttestationArg::X509 => Attestation::X509Group,
-        AttestationArg::X509Individual => Attestation::X509Individual,
-    };
-    if args.transport == TransportArg::Mqtt && args.connections == ConnectionsArg::KeepAlive {
-        bail!("MQTT authenticates one device per connection: use --connections new with mqtt");
-    }
-    if attestation.is_x509() && args.connections == ConnectionsArg::KeepAlive {
-        bail!(
-            "a TLS client certificate authenticates one device per connection, so X.509 devices \
-             cannot share kept-alive connections: use --connections new with x509"
-        );
-    }
-    if attestation.is_x509() && args.devices > MAX_X509_DEVICES {
-        bail!(
-            "x509 devices get their certificates in memory before the run: at most \
-             {MAX_X509_DEVICES} --devices (use --count to register them more often)"
-        );
-    }
-    if attestation == Attestation::X509Group && args.groups != 1 {
-        bail!("--attestation x509 uses one enrollment group (its devices share one CA)");
-    }
-    if attestation == Attestation::X509Individual && args.no_setup {
-        bail!(
-            "x509-individual enrollments pin certificates issued in this run: it cannot \
-             reuse an earlier run's (--no-setup)"
-        );
-    }
-    if args.x509_ca_name.is_some() && attestation != Attestation::X509Group {
-        bail!("--x509-ca-name is for --attestation x509");
-    }
-    if args.rate.is_some_and(|r| !(r > 0.0 && r <= 1e7)) {
-        bail!("--rate must be between 0 and 10000000 registrations per second");
-    }
+    let attestation = args.checked()?;
     let scope = args.scope.as_deref().unwrap_or("0ne00000001");
     let scope = IdScope::new(scope).with_context(|| format!("invalid --scope '{scope}'"))?;
     let mut fleet = Fleet::new(
@@ -340,13 +153,6 @@ pub async fn run(
     out.load_report(&text, &report)
 }
 
-fn connections(c: ConnectionsArg) -> Connections {
-    match c {
-        ConnectionsArg::New => Connections::PerDevice,
-        ConnectionsArg::KeepAlive => Connections::KeepAlive,
-    }
-}
-
 /// Registrations per second over baseline requests per second.
 fn ratio(run: &Stats, baseline: &Stats) -> f64 {
     let b = baseline.rate();
@@ -390,6 +196,7 @@ async fn measure_baseline(
 mod tests {
     use clap::Parser as _;
 
+    use super::args::ConnectionsArg;
     use super::*;
     use crate::{Cli, Command};
 
