@@ -15,6 +15,8 @@
 //!   connection as a sans-I/O state machine over `dps_proto`'s codec, and (feature `mqtt`, on by
 //!   default) [`register_mqtt`], its tokio + rustls driver on port 8883. [`register`] picks the
 //!   transport named by [`RegisterOptions::transport`].
+//! * [`fleet`]: [`HttpsFleet`] and [`MqttFleet`], many devices through one prepared TLS
+//!   configuration, timed (what a load generator needs).
 //! * [`service`]: the [`ConnectionString`] parser and (feature `https`) [`ServiceClient`] for
 //!   individual enrollments, enrollment groups, registration records, bulk operations and
 //!   dps-rs's `/metering/operations`.
@@ -26,7 +28,7 @@
 //! No server logic (that is dps-core / dps-service), no SAS cryptography of its own (tokens
 //! come from `dps-attest`), no JSON models of its own (records are `dps-types`, device
 //! messages `dps-proto`, MQTT packets `dps_proto::mqtt`), no logging setup or global state.
-//! X.509 and TPM attestation, MQTT over WebSocket and AMQP are not implemented yet.
+//! TPM attestation, MQTT over WebSocket and AMQP are not implemented yet.
 //!
 //! # Where to start
 //!
@@ -71,7 +73,7 @@
 pub mod device;
 mod endpoint;
 mod error;
-#[cfg(feature = "https")]
+#[cfg(any(feature = "https", feature = "mqtt"))]
 pub mod fleet;
 #[cfg(feature = "https")]
 mod http;
@@ -88,8 +90,12 @@ pub use device::{Credential, RegisterOptions, Transport, register};
 pub use device::{FlowConfig, FlowError, RegistrationFlow};
 pub use dps_proto::http::DeviceRegistrationResult;
 pub use error::Error;
+#[cfg(feature = "mqtt")]
+pub use fleet::MqttFleet;
+#[cfg(any(feature = "https", feature = "mqtt"))]
+pub use fleet::Timings;
 #[cfg(feature = "https")]
-pub use fleet::{Connections, HttpsFleet, Timings};
+pub use fleet::{Connections, HttpsFleet};
 #[cfg(feature = "https")]
 pub use service::ServiceClient;
 pub use service::{ConnectionString, ConnectionStringError};

@@ -4,8 +4,11 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use rustls::SignatureScheme;
+use rustls::client::ResolvesClientCert;
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -77,31 +80,55 @@ impl TrustedCa {
 /// A device's X.509 identity: its certificate (leaf first, then any intermediates the service
 /// needs to reach the enrollment group's CA) and private key, both PEM. `Debug` never shows
 /// the key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
+///
+/// Clones are cheap and share one parsed form of the chain and key: it is made on first use
+/// (or by [`ClientIdentity::prepare`]), so a device that connects many times, or a fleet of
+/// them prepared in advance, parses its key once.
+#[derive(Clone)]
+pub struct ClientIdentity(Arc<IdentityInner>);
+
+struct IdentityInner {
     origin: String,
     chain_pem: Vec<u8>,
     key_pem: Vec<u8>,
+    /// The chain and the key loaded by the crypto provider, once parsed.
+    prepared: OnceLock<Arc<CertifiedKey>>,
 }
+
+impl PartialEq for ClientIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.origin == other.0.origin
+                && self.0.chain_pem == other.0.chain_pem
+                && self.0.key_pem == other.0.key_pem)
+    }
+}
+
+impl Eq for ClientIdentity {}
 
 impl fmt::Debug for ClientIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientIdentity")
-            .field("origin", &self.origin)
+            .field("origin", &self.0.origin)
             .field("key", &"<redacted>")
             .finish()
     }
 }
 
 impl ClientIdentity {
+    fn with_origin(origin: String, chain_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
+        Self(Arc::new(IdentityInner {
+            origin,
+            chain_pem,
+            key_pem,
+            prepared: OnceLock::new(),
+        }))
+    }
+
     /// From PEM text: the certificate chain (one or more `CERTIFICATE` blocks, leaf first) and
     /// the private key (PKCS#8, PKCS#1 or SEC1).
     pub fn from_pem(chain_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
-        Self {
-            origin: "memory".into(),
-            chain_pem: chain_pem.into(),
-            key_pem: key_pem.into(),
-        }
+        Self::with_origin("memory".into(), chain_pem.into(), key_pem.into())
     }
 
     /// Reads the chain and key PEM files.
@@ -117,16 +144,13 @@ impl ClientIdentity {
                 source: e.into(),
             })
         };
-        Ok(Self {
-            chain_pem: read(cert)?,
-            key_pem: read(key)?,
-            origin,
-        })
+        let (chain_pem, key_pem) = (read(cert)?, read(key)?);
+        Ok(Self::with_origin(origin, chain_pem, key_pem))
     }
 
     /// The certificate chain, parsed, leaf first.
     pub fn chain(&self) -> Result<Vec<CertificateDer<'static>>, Error> {
-        let certs = CertificateDer::pem_slice_iter(&self.chain_pem)
+        let certs = CertificateDer::pem_slice_iter(&self.0.chain_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.error(e.into()))?;
         if certs.is_empty() {
@@ -135,16 +159,58 @@ impl ClientIdentity {
         Ok(certs)
     }
 
-    fn key(&self) -> Result<PrivateKeyDer<'static>, Error> {
-        PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| self.error(e.into()))
+    /// Parses the chain and loads the key now, rather than at the first connection, and
+    /// checks that the key belongs to the leaf. Clones share the result.
+    pub fn prepare(&self) -> Result<(), Error> {
+        self.certified_key().map(drop)
+    }
+
+    /// The chain and the loaded key, parsed on first use.
+    pub(crate) fn certified_key(&self) -> Result<Arc<CertifiedKey>, Error> {
+        if let Some(prepared) = self.0.prepared.get() {
+            return Ok(prepared.clone());
+        }
+        let key =
+            PrivateKeyDer::from_pem_slice(&self.0.key_pem).map_err(|e| self.error(e.into()))?;
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let certified = CertifiedKey::from_der(self.chain()?, key, &provider)
+            .map_err(|e| self.error(e.into()))?;
+        // A concurrent first use may have won; either result is the same.
+        Ok(self.0.prepared.get_or_init(|| Arc::new(certified)).clone())
     }
 
     fn error(&self, source: BoxError) -> Error {
         Error::Identity {
-            origin: self.origin.clone(),
+            origin: self.0.origin.clone(),
             source,
         }
     }
+}
+
+/// Presents one identity to every server that asks (as rustls's own single-certificate
+/// resolver does), from its already parsed form.
+#[derive(Debug)]
+struct OneIdentity(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for OneIdentity {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// `base` (a configuration from [`client_config`] without an identity) presenting `identity`:
+/// a clone of it with the identity's parsed key, so no roots or PEM are parsed again.
+pub(crate) fn with_identity(
+    base: &rustls::ClientConfig,
+    identity: &ClientIdentity,
+) -> Result<rustls::ClientConfig, Error> {
+    let mut config = base.clone();
+    config.client_auth_cert_resolver = Arc::new(OneIdentity(identity.certified_key()?));
+    Ok(config)
 }
 
 /// The rustls configuration of a transport: only `ca` when given, else the platform's verifier
@@ -170,9 +236,9 @@ pub(crate) fn client_config(
     };
     match identity {
         None => Ok(builder.with_no_client_auth()),
-        Some(id) => builder
-            .with_client_auth_cert(id.chain()?, id.key()?)
-            .map_err(|e| id.error(e.into())),
+        Some(id) => {
+            Ok(builder.with_client_cert_resolver(Arc::new(OneIdentity(id.certified_key()?))))
+        }
     }
 }
 
@@ -224,5 +290,37 @@ mod tests {
             "cannot load the CA certificate from /nonexistent/dev-ca.pem"
         );
         assert!(format!("{:?}", TrustedCa::Pem(vec![1, 2, 3])).contains("3 bytes"));
+    }
+
+    #[test]
+    fn an_identity_is_parsed_once_and_shared_by_its_clones() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["dev-1".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let id = ClientIdentity::from_pem(cert.pem(), key.serialize_pem());
+        let clone = id.clone();
+        id.prepare().unwrap();
+        let (a, b) = (id.certified_key().unwrap(), clone.certified_key().unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "the clone uses the parsed form");
+        assert_eq!(a.cert, id.chain().unwrap());
+        assert_eq!(
+            id,
+            ClientIdentity::from_pem(cert.pem(), key.serialize_pem())
+        );
+
+        // The configuration presents it, and only the resolver changed.
+        let ca = TrustedCa::Pem(cert.pem().into_bytes());
+        let base = client_config(Some(&ca), None).unwrap();
+        assert!(!base.client_auth_cert_resolver.has_certs());
+        let with = with_identity(&base, &id).unwrap();
+        let presented = with.client_auth_cert_resolver.resolve(&[], &[]).unwrap();
+        assert!(Arc::ptr_eq(&presented, &a));
+
+        // A key that is not the leaf's is refused when prepared.
+        let other = rcgen::KeyPair::generate().unwrap();
+        let wrong = ClientIdentity::from_pem(cert.pem(), other.serialize_pem());
+        assert!(matches!(wrong.prepare(), Err(Error::Identity { .. })));
     }
 }

@@ -14,8 +14,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::connection::{Connection, End, KEEP_ALIVE, Waiting};
-use crate::device::flow::FlowError;
-use crate::device::options::{RegisterOptions, unix_now};
+use crate::device::flow::{FlowError, RegistrationFlow};
+use crate::device::options::{RegisterOptions, Signer, unix_now};
 use crate::endpoint::Endpoint;
 use crate::error::{BoxError, Error};
 use crate::tls::{self, certificate_error};
@@ -52,22 +52,27 @@ const LIMITS: Limits = Limits {
 /// breaks the protocol ends it with [`Error::Protocol`].
 pub async fn register_mqtt(opts: RegisterOptions) -> Result<DeviceRegistrationResult, Error> {
     let endpoint = Endpoint::parse(opts.endpoint.trim())?;
-    let (signer, mut flow) = opts.start()?;
-    let dialer = Dialer {
-        port: endpoint.port().unwrap_or(DEFAULT_PORT),
-        tls: TlsConnector::from(Arc::new(tls::client_config(
-            opts.ca.as_ref(),
-            opts.credential.identity(),
-        )?)),
-        endpoint,
-    };
+    let started = opts.start()?;
+    let config = tls::client_config(opts.ca.as_ref(), opts.credential.identity())?;
+    let dialer = Dialer::new(endpoint, Arc::new(config));
+    run(&opts, started, &dialer).await.map(|(result, _)| result)
+}
+
+/// Runs a registration over connections from `dialer`: the assignment, and when the first
+/// answer to a request (the register request's, normally `assigning`) arrived.
+pub(crate) async fn run(
+    opts: &RegisterOptions,
+    (signer, mut flow): (Signer, RegistrationFlow),
+    dialer: &Dialer,
+) -> Result<(DeviceRegistrationResult, Option<Instant>), Error> {
+    let mut first_answer = None;
     let host = dialer.name();
     // Consecutive connections lost without an answer, and the error of the last one.
     let mut losses = 0;
     let mut last_loss: Option<Error> = None;
     loop {
         if let Some(outcome) = flow.poll_outcome() {
-            return finish(outcome, last_loss);
+            return finish(outcome, last_loss).map(|r| (r, first_answer));
         }
         // After a loss, connect again only when the flow has something to send.
         if let Some(at) = flow.poll_timeout() {
@@ -77,9 +82,9 @@ pub async fn register_mqtt(opts: RegisterOptions) -> Result<DeviceRegistrationRe
         let now = Instant::now();
         let conn =
             Connection::with_password(flow, &opts.api_version, signer.token(unix_now()), now);
-        let (conn, end, detail) = drive(conn, stream).await?;
+        let (conn, end, detail) = drive(conn, stream, &mut first_answer).await?;
         let end = match end {
-            End::Finished(outcome) => return finish(outcome, last_loss),
+            End::Finished(outcome) => return finish(outcome, last_loss).map(|r| (r, first_answer)),
             End::Refused(code) => return Err(refused(code, host)),
             End::Violation(what) => {
                 return Err(Error::Protocol {
@@ -159,13 +164,23 @@ fn describe(end: &End) -> String {
     }
 }
 
-struct Dialer {
+/// Opens TLS connections to one endpoint with one client configuration.
+pub(crate) struct Dialer {
     endpoint: Endpoint,
     port: u16,
     tls: TlsConnector,
 }
 
 impl Dialer {
+    /// Dials `endpoint` (port [`DEFAULT_PORT`] when it names none) with `config`.
+    pub(crate) fn new(endpoint: Endpoint, config: Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            port: endpoint.port().unwrap_or(DEFAULT_PORT),
+            tls: TlsConnector::from(config),
+            endpoint,
+        }
+    }
+
     /// `host:port`, for errors.
     fn name(&self) -> String {
         format!("{}:{}", self.endpoint.host(), self.port)
@@ -202,10 +217,12 @@ impl Dialer {
 }
 
 /// Runs `conn` over `io` until it ends. Returns the connection (for its flow), how it ended,
-/// and the I/O or decoding error behind the end, if any.
+/// and the I/O or decoding error behind the end, if any. Sets `first_answer` (when unset) to
+/// when the connection got its first answer.
 async fn drive<IO: AsyncRead + AsyncWrite + Unpin>(
     mut conn: Connection,
     mut io: IO,
+    first_answer: &mut Option<Instant>,
 ) -> Result<(Connection, End, Option<BoxError>), Error> {
     let mut rx = BytesMut::with_capacity(4096);
     let mut tx = BytesMut::with_capacity(1024);
@@ -247,7 +264,13 @@ async fn drive<IO: AsyncRead + AsyncWrite + Unpin>(
                 Ok(0) => conn.handle_close(Instant::now()),
                 Ok(_) => loop {
                     match mqtt::decode(&mut rx, &LIMITS) {
-                        Ok(Some(packet)) => conn.handle_packet(packet, Instant::now()),
+                        Ok(Some(packet)) => {
+                            let now = Instant::now();
+                            conn.handle_packet(packet, now);
+                            if first_answer.is_none() && conn.answered() {
+                                *first_answer = Some(now);
+                            }
+                        }
                         Ok(None) => break,
                         Err(e) => {
                             // The violation's text names the error.

@@ -8,9 +8,10 @@
 //! response by `$rid`, a PUBACK for every QoS 1 response, DISCONNECT at the end. The flow
 //! decides everything else (when to poll, what to retry), exactly as over HTTPS.
 //!
-//! What it does not do: MQTT over WebSocket (a driver of [`Connection`] over a WebSocket
-//! carrying binary frames would be all it takes), X.509 client certificates, TPM (which DPS
-//! does not offer over MQTT).
+//! X.509 devices present their certificate in the TLS handshake and send CONNECT without a
+//! password. What it does not do: MQTT over WebSocket (a driver of [`Connection`] over a
+//! WebSocket carrying binary frames would be all it takes), TPM (which DPS does not offer over
+//! MQTT).
 
 mod connection;
 #[cfg(feature = "mqtt")]
@@ -21,3 +22,5 @@ pub use connection::{
 };
 #[cfg(feature = "mqtt")]
 pub use driver::{DEFAULT_PORT, register_mqtt};
+#[cfg(feature = "mqtt")]
+pub(crate) use driver::{Dialer, run};

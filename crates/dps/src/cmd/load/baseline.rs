@@ -1,8 +1,11 @@
 //! The same-run baseline: a minimal HTTPS server on the stack dpsd uses (hyper-util's
 //! HTTP/1.1 + h2 server over tokio-rustls, aws-lc-rs, the TLS settings of
 //! `dps_server::tls::server_config`: TLS 1.2 and 1.3, ALPN h2 and http/1.1, an ECDSA P-256
-//! server certificate issued by a CA, as dpsd's development certificate) that answers every
-//! request with one fixed JSON body: a registration that is already `assigned`.
+//! server certificate issued by a CA, as dpsd's development certificate, a client certificate
+//! requested but not required and its handshake signature checked) that answers every
+//! request with one fixed JSON body: a registration that is already `assigned`. X.509 devices
+//! thus present their certificates to it as to dpsd; checking their chain against an
+//! enrollment is dpsd's work, not the stack's.
 //!
 //! Driven by the same client code and connection mode as the real run, one baseline
 //! "registration" is exactly one request (plus, per device, one handshake), so the real run's
@@ -24,8 +27,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -105,11 +112,64 @@ fn tls() -> Result<(String, Arc<rustls::ServerConfig>)> {
     let chain = vec![CertificateDer::from(leaf.der().to_vec())];
     let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())?;
     // As dps_server::tls::server_config.
-    let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let verifier = Arc::new(AnyClientCert(provider.signature_verification_algorithms));
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok((ca_cert.pem(), Arc::new(cfg)))
+}
+
+/// As dpsd's `DeferredClientAuth`: asks for a client certificate, accepts a connection
+/// without one and any chain, and verifies the handshake signature (the client holds the key).
+#[derive(Debug)]
+struct AnyClientCert(WebPkiSupportedAlgorithms);
+
+impl ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
 }
 
 /// The accept loop, as dps_server::serve without graceful shutdown: TLS handshake, then

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use dps_client::{HttpsFleet, RegisterOptions, Timings, TrustedCa};
+use dps_client::{HttpsFleet, MqttFleet, RegisterOptions, Timings};
 use indicatif::ProgressBar;
 
 use super::report::{Stats, error_kind};
@@ -37,43 +37,25 @@ pub struct Plan {
     pub rate: Option<f64>,
 }
 
-/// Where registrations go.
+/// Where registrations go: one prepared client for every device (TLS configuration and
+/// roots parsed once), so HTTPS and MQTT are measured alike.
 #[derive(Debug)]
 pub enum Target {
     /// HTTPS through one [`HttpsFleet`] (new or kept-alive connections).
     Https(Box<HttpsFleet>),
-    /// MQTT over TLS, a new connection per device (MQTT authenticates the connection).
-    Mqtt {
-        /// `host:port`.
-        endpoint: String,
-        /// The trusted CA.
-        ca: Option<TrustedCa>,
-    },
+    /// MQTT over TLS through one [`MqttFleet`], a new connection per device (MQTT
+    /// authenticates the connection).
+    Mqtt(Box<MqttFleet>),
 }
 
 impl Target {
-    /// One registration: its timings (MQTT reports only the total).
-    async fn register(&self, mut opts: RegisterOptions) -> Result<Timings, dps_client::Error> {
-        match self {
-            Self::Https(fleet) => fleet.register(&opts).await.map(|(_, t)| t),
-            Self::Mqtt { endpoint, ca } => {
-                opts.endpoint.clone_from(endpoint);
-                opts.transport = dps_client::Transport::Mqtt;
-                opts.ca.clone_from(ca);
-                let started = Instant::now();
-                dps_client::register(opts).await?;
-                let total = started.elapsed();
-                Ok(Timings {
-                    register: Duration::ZERO,
-                    total,
-                })
-            }
-        }
-    }
-
-    /// Whether [`Timings::register`] is measured.
-    pub fn times_register(&self) -> bool {
-        matches!(self, Self::Https(_))
+    /// One registration: its timings.
+    async fn register(&self, opts: RegisterOptions) -> Result<Timings, dps_client::Error> {
+        let registered = match self {
+            Self::Https(fleet) => fleet.register(&opts).await,
+            Self::Mqtt(fleet) => fleet.register(&opts).await,
+        };
+        registered.map(|(_, t)| t)
     }
 }
 
@@ -98,7 +80,7 @@ pub async fn drive(
         let (next, done) = (next.clone(), done.clone());
         let (target, options) = (target.clone(), options.clone());
         workers.push(tokio::spawn(async move {
-            let mut stats = Stats::new(target.times_register());
+            let mut stats = Stats::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= plan.count {
@@ -146,7 +128,7 @@ pub async fn drive(
             }
         })
     };
-    let mut total = Stats::new(target.times_register());
+    let mut total = Stats::new();
     let mut result = Ok(());
     for w in workers {
         match w.await.context("a load worker panicked") {
@@ -166,7 +148,7 @@ pub async fn drive(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use dps_client::{Connections, Credential};
+    use dps_client::{Connections, Credential, TrustedCa};
     use dps_types::{IdScope, RegistrationId};
 
     use super::super::baseline::Baseline;
@@ -217,7 +199,7 @@ mod tests {
             server.stop();
             assert_eq!((s.ok, s.failed), (40, 0), "{connections:?}: {:?}", s.errors);
             assert_eq!(bar.position(), 40);
-            let register = s.register.as_ref().unwrap();
+            let register = &s.register;
             assert_eq!((register.len(), s.total.len()), (40, 40));
             assert!(register.percentiles()[4] <= s.total.percentiles()[4]);
             assert!(s.elapsed > Duration::ZERO && s.rate() > 0.0);

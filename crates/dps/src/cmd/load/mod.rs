@@ -3,169 +3,36 @@
 //! server on the same stack, [`baseline`]) so the figure reads as a ratio to what this
 //! machine's TLS and HTTP stack can do at all.
 //!
-//! [`setup`] creates the fleet's enrollments through the bulk API, [`driver`] runs the bounded
+//! [`LoadArgs`] holds the options and refuses combinations that cannot work, [`setup`]
+//! creates the fleet's enrollments through the bulk API (and, for X.509, [`pki`]
+//! issues the devices' certificates first), [`driver`] runs the bounded
 //! worker loop (closed loop or a target rate), [`report`] keeps the HDR histograms and prints
 //! text or JSON. Every run is bounded in count and time and targets 127.0.0.1 unless `--host`
 //! says otherwise.
 
+mod args;
 pub mod baseline;
 pub mod driver;
+pub mod pki;
 pub mod report;
 pub mod setup;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
-use clap::{Args, ValueEnum};
-use dps_client::{Connections, FlowConfig, HttpsFleet, RegisterOptions, TrustedCa};
+use anyhow::{Context as _, Result};
+use dps_client::{Connections, FlowConfig, HttpsFleet, MqttFleet, RegisterOptions, TrustedCa};
 use dps_types::{IdScope, RegistrationId};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+pub use self::args::LoadArgs;
+use self::args::{TransportArg, connections, cpus};
 use self::baseline::Baseline;
 use self::driver::{Options, Plan, Target};
 use self::report::Stats;
-use self::setup::{Attestation, Fleet};
+use self::setup::{CaTrust, Fleet};
 use crate::output::Output;
-
-/// `dps load`'s options.
-#[derive(Debug, Args)]
-pub struct LoadArgs {
-    /// Device endpoint [default: 127.0.0.1:8443 for https, 127.0.0.1:8883 for mqtt]
-    #[arg(long, value_name = "HOST[:PORT]")]
-    host: Option<String>,
-    /// ID scope of the DPS instance (dpsd prints it)
-    #[arg(long, required_unless_present = "baseline_only")]
-    scope: Option<String>,
-    /// Protocol the devices register over
-    #[arg(long, value_enum, default_value_t = TransportArg::Https)]
-    transport: TransportArg,
-    /// How the devices prove who they are
-    #[arg(long, value_enum, default_value_t = AttestationArg::Individual)]
-    attestation: AttestationArg,
-    /// Enrollment groups the devices are spread over (--attestation group)
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    groups: u64,
-    /// Simulated devices
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    devices: u64,
-    /// Registrations per pass, at most [default: --devices]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
-    count: Option<u64>,
-    /// Seconds per pass, at most: no registration starts later
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    duration: u64,
-    /// Registrations in flight, at most
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    concurrency: u64,
-    /// Target registrations per second (open loop); as fast as possible when omitted
-    #[arg(long)]
-    rate: Option<f64>,
-    /// New TLS connection per device (the factory case) or kept-alive connections shared by
-    /// all devices (the gateway case; HTTPS only)
-    #[arg(long, value_enum, default_value_t = ConnectionsArg::New)]
-    connections: ConnectionsArg,
-    /// Passes over the fleet: the first registers the devices, later ones re-register them
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
-    passes: u32,
-    /// Do not create the enrollments: an earlier run with the same --prefix, --secret,
-    /// --devices, --attestation and --groups did
-    #[arg(long)]
-    no_setup: bool,
-    /// Registration IDs are PREFIX-0000000, PREFIX-0000001, …; groups PREFIX-group-00000, …
-    #[arg(long, default_value = "load")]
-    prefix: String,
-    /// Secret the devices' and groups' keys are derived from
-    #[arg(long, default_value = "dps-load")]
-    secret: String,
-    /// Poll this many ms after the register answer, whatever Retry-After the server sends
-    /// (default: as the server says, without the SDKs' 1 s minimum)
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    poll_after_ms: Option<u64>,
-    /// Also measure a minimal HTTPS server on the same stack in this run, and report the ratio
-    #[arg(long)]
-    baseline: bool,
-    /// Measure only the baseline server (no DPS needed)
-    #[arg(long, conflicts_with = "baseline")]
-    baseline_only: bool,
-    /// Worker threads of the load generator [default: one per CPU]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
-    threads: Option<u64>,
-    /// Worker threads of the baseline server [default: one per CPU]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
-    baseline_threads: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum TransportArg {
-    /// HTTPS
-    Https,
-    /// MQTT 3.1.1 over TLS (a connection per device)
-    Mqtt,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum AttestationArg {
-    /// An individual enrollment and key per device
-    Individual,
-    /// Group members: keys derived from their enrollment group's key
-    Group,
-    /// X.509 device certificates (not supported yet)
-    X509,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ConnectionsArg {
-    /// A new TLS connection (full handshake) per device
-    New,
-    /// Kept-alive connections carrying many devices' requests
-    KeepAlive,
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-impl LoadArgs {
-    /// The runtime the load generator runs on: `--threads` workers.
-    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
-        let threads = self.threads.map_or_else(cpus, |t| t as usize);
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
-
-    fn plan(&self) -> Plan {
-        Plan {
-            count: self.count.unwrap_or(self.devices),
-            duration: Duration::from_secs(self.duration),
-            concurrency: self.concurrency as usize,
-            rate: self.rate,
-        }
-    }
-
-    fn describe(&self) -> String {
-        let conns = match (self.transport, self.connections) {
-            (TransportArg::Mqtt, _) => "a connection per device",
-            (_, ConnectionsArg::New) => "a new TLS connection per device",
-            (_, ConnectionsArg::KeepAlive) => "kept-alive connections",
-        };
-        let keys = match self.attestation {
-            AttestationArg::Group => format!("group keys ({} groups)", self.groups),
-            _ => "individual keys".into(),
-        };
-        let pace = self
-            .rate
-            .map_or("as fast as possible".into(), |r| format!("{r}/s target"));
-        format!(
-            "{:?} over {conns}, {keys}, {} devices, {} in flight, {pace}",
-            self.transport, self.devices, self.concurrency
-        )
-        .to_lowercase()
-    }
-}
 
 /// Runs the load (and the baseline) and prints the report.
 pub async fn run(
@@ -174,29 +41,34 @@ pub async fn run(
     ca: Option<TrustedCa>,
     out: Output,
 ) -> Result<()> {
-    let attestation = match args.attestation {
-        AttestationArg::Individual => Attestation::Individual,
-        AttestationArg::Group => Attestation::Group,
-        AttestationArg::X509 => bail!(
-            "--attestation x509 is not supported yet: dps-client cannot present device \
-             certificates; use individual or group"
-        ),
-    };
-    if args.transport == TransportArg::Mqtt && args.connections == ConnectionsArg::KeepAlive {
-        bail!("MQTT authenticates one device per connection: use --connections new with mqtt");
-    }
-    if args.rate.is_some_and(|r| !(r > 0.0 && r <= 1e7)) {
-        bail!("--rate must be between 0 and 10000000 registrations per second");
-    }
+    let attestation = args.checked()?;
     let scope = args.scope.as_deref().unwrap_or("0ne00000001");
     let scope = IdScope::new(scope).with_context(|| format!("invalid --scope '{scope}'"))?;
-    let fleet = Arc::new(Fleet::new(
+    let mut fleet = Fleet::new(
         &args.prefix,
         args.devices,
         args.groups,
         attestation,
         &args.secret,
-    ));
+    );
+    let mut text = format!("dps load: {}\n", args.describe());
+    let mut report = json!({"config": args.describe()});
+    let issuing = Instant::now();
+    if let Some(ca) = fleet.issue_certificates()? {
+        let elapsed = issuing.elapsed().as_secs_f64();
+        text += &format!(
+            "x509: {} device certificates issued in {elapsed:.2} s\n",
+            args.devices
+        );
+        report["x509"] = json!({"certificates": args.devices, "elapsed_s": elapsed});
+        if let Some(path) = &args.x509_ca_pem {
+            std::fs::write(path, ca)
+                .with_context(|| format!("writing the CA certificate to {}", path.display()))?;
+            text += &format!("x509: CA certificate written to {}\n", path.display());
+        }
+    }
+    let fleet = Arc::new(fleet);
+    let device_fleet = fleet.clone();
     let mut flow = FlowConfig::default();
     flow.min_retry_after = Duration::ZERO;
     if let Some(ms) = args.poll_after_ms {
@@ -204,7 +76,7 @@ pub async fn run(
         flow.max_retry_after = flow.min_retry_after;
     }
     let options: Arc<Options> = Arc::new(move |i| {
-        let (rid, credential) = fleet.device(i);
+        let (rid, credential) = device_fleet.device(i)?;
         let rid = RegistrationId::new(&rid).with_context(|| format!("invalid id '{rid}'"))?;
         let mut o = RegisterOptions::new("", scope.clone(), rid, credential);
         o.flow = flow.clone();
@@ -219,8 +91,6 @@ pub async fn run(
         )
     };
     let plan = args.plan();
-    let mut text = format!("dps load: {}\n", args.describe());
-    let mut report = json!({"config": args.describe()});
 
     let baseline = if args.baseline || args.baseline_only {
         let stats = measure_baseline(&args, plan, options.clone(), &progress).await?;
@@ -241,11 +111,15 @@ pub async fn run(
         if !args.no_setup {
             progress.set_message("setup");
             let svc = super::service(connection_string, ca.clone())?;
-            let done = setup::create_enrollments(&svc, &args_fleet(&args, attestation)).await?;
+            let trust = args
+                .x509_ca_name
+                .clone()
+                .map_or(CaTrust::Upload, CaTrust::ScopeCa);
+            let done = setup::create_enrollments(&svc, &fleet, &trust).await?;
             text += &format!(
                 "setup: {} {} created or replaced in {:.2} s\n",
                 done.items,
-                if attestation == Attestation::Group {
+                if attestation.is_group() {
                     "groups"
                 } else {
                     "enrollments"
@@ -258,10 +132,7 @@ pub async fn run(
             TransportArg::Https => Target::Https(Box::new(
                 HttpsFleet::new(&host, ca.as_ref(), connections(args.connections)).await?,
             )),
-            TransportArg::Mqtt => Target::Mqtt {
-                endpoint: host.clone(),
-                ca: ca.clone(),
-            },
+            TransportArg::Mqtt => Target::Mqtt(Box::new(MqttFleet::new(&host, ca.as_ref())?)),
         });
         let mut passes = Vec::new();
         for pass in 1..=args.passes {
@@ -282,24 +153,6 @@ pub async fn run(
     out.load_report(&text, &report)
 }
 
-/// The fleet again (the one in the options closure is moved there).
-fn args_fleet(args: &LoadArgs, attestation: Attestation) -> Fleet {
-    Fleet::new(
-        &args.prefix,
-        args.devices,
-        args.groups,
-        attestation,
-        &args.secret,
-    )
-}
-
-fn connections(c: ConnectionsArg) -> Connections {
-    match c {
-        ConnectionsArg::New => Connections::PerDevice,
-        ConnectionsArg::KeepAlive => Connections::KeepAlive,
-    }
-}
-
 /// Registrations per second over baseline requests per second.
 fn ratio(run: &Stats, baseline: &Stats) -> f64 {
     let b = baseline.rate();
@@ -307,7 +160,8 @@ fn ratio(run: &Stats, baseline: &Stats) -> f64 {
 }
 
 /// Runs the plan against a fresh baseline server, with the connection mode of the real run
-/// (a new connection per device for MQTT, whose devices each have their own).
+/// (a new connection per device for MQTT, whose devices each have their own) and the same
+/// devices: X.509 devices present their certificates to it.
 async fn measure_baseline(
     args: &LoadArgs,
     plan: Plan,
@@ -342,6 +196,7 @@ async fn measure_baseline(
 mod tests {
     use clap::Parser as _;
 
+    use super::args::ConnectionsArg;
     use super::*;
     use crate::{Cli, Command};
 
@@ -379,9 +234,27 @@ mod tests {
     #[tokio::test]
     async fn unsupported_combinations_are_refused_before_any_io() {
         let out = Output { json: true };
-        let x509 = load_args(&["--scope", "0ne00000001", "--attestation", "x509"]);
-        let e = run(x509, &None, None, out).await.unwrap_err();
-        assert!(e.to_string().contains("x509 is not supported yet"), "{e}");
+        let refused = [
+            (
+                &["--attestation", "x509", "--connections", "keep-alive"][..],
+                "one device per connection",
+            ),
+            (
+                &["--attestation", "x509", "--groups", "2"],
+                "one enrollment group",
+            ),
+            (
+                &["--attestation", "x509-individual", "--no-setup"],
+                "--no-setup",
+            ),
+            (&["--x509-ca-name", "ca"], "for --attestation x509"),
+        ];
+        for (extra, why) in refused {
+            let mut argv = vec!["--scope", "0ne00000001"];
+            argv.extend(extra);
+            let e = run(load_args(&argv), &None, None, out).await.unwrap_err();
+            assert!(e.to_string().contains(why), "{extra:?}: {e}");
+        }
         let mqtt = load_args(&[
             "--scope",
             "0ne00000001",

@@ -82,8 +82,8 @@ pub struct Stats {
     pub elapsed: Duration,
     /// When the worker that produced these stats finished.
     pub(super) finished: Option<Instant>,
-    /// Start to register answer (`None` when the transport does not report it).
-    pub register: Option<Latencies>,
+    /// Start to register answer.
+    pub register: Latencies,
     /// Start to `assigned`.
     pub total: Latencies,
     /// Failures by kind.
@@ -91,15 +91,15 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Empty stats; `register` is kept when `times_register`.
-    pub fn new(times_register: bool) -> Self {
+    /// Empty stats.
+    pub fn new() -> Self {
         Self {
             ok: 0,
             failed: 0,
             late: 0,
             elapsed: Duration::ZERO,
             finished: None,
-            register: times_register.then(Latencies::new),
+            register: Latencies::new(),
             total: Latencies::new(),
             errors: BTreeMap::new(),
         }
@@ -108,9 +108,7 @@ impl Stats {
     /// Counts one assignment.
     pub fn record(&mut self, t: Timings) {
         self.ok += 1;
-        if let Some(r) = &mut self.register {
-            r.record(t.register);
-        }
+        self.register.record(t.register);
         self.total.record(t.total);
     }
 
@@ -132,10 +130,8 @@ impl Stats {
         self.failed += other.failed;
         self.late += other.late;
         self.finished = self.finished.max(other.finished);
-        if let (Some(a), Some(b)) = (&mut self.register, &other.register) {
-            // Same bounds on both sides: adding cannot fail.
-            let _ = a.0.add(&b.0);
-        }
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.register.0.add(&other.register.0);
         let _ = self.total.0.add(&other.total.0);
         for (kind, e) in other.errors {
             self.errors
@@ -168,7 +164,7 @@ impl Stats {
             "late_starts": self.late,
             "elapsed_s": self.elapsed.as_secs_f64(),
             "per_second": self.rate().round(),
-            "register_us": self.register.as_ref().map(Latencies::json),
+            "register_us": self.register.json(),
             "provisioning_us": self.total.json(),
             "errors": errors,
         })
@@ -187,9 +183,7 @@ impl Stats {
                 n => format!(" ({n} started late)"),
             }
         );
-        if let Some(r) = &self.register {
-            s += &format!("  register      {}\n", r.text());
-        }
+        s += &format!("  register      {}\n", self.register.text());
         s += &format!("  provisioning  {}\n", self.total.text());
         for (kind, e) in &self.errors {
             s += &format!("  error {kind}: {} (first: {})\n", e.count, e.example);
@@ -245,11 +239,11 @@ mod tests {
 
     #[test]
     fn merged_stats_keep_every_sample_and_error() {
-        let mut a = Stats::new(true);
+        let mut a = Stats::new();
         for ms in 1..=100 {
             a.record(timings(ms, 2 * ms));
         }
-        let mut b = Stats::new(true);
+        let mut b = Stats::new();
         b.record(timings(1000, 2000));
         b.fail("timeout".into(), || "first".into());
         b.fail("timeout".into(), || "second".into());
@@ -261,22 +255,13 @@ mod tests {
         let p = a.total.percentiles();
         assert!((101_500..=102_500).contains(&p[0]), "p50 {}", p[0]);
         assert!((1_999_000..=2_001_000).contains(&p[4]), "max {}", p[4]);
-        assert_eq!(a.register.as_ref().unwrap().len(), 101);
+        assert_eq!(a.register.len(), 101);
         a.elapsed = Duration::from_secs(2);
         assert!((a.rate() - 50.5).abs() < 1e-9);
         let j = a.json();
         assert_eq!(j["ok"], 101);
         assert_eq!(j["errors"]["timeout"]["count"], 3);
         assert!(a.text().contains("error timeout: 3 (first: earlier)"));
-    }
-
-    #[test]
-    fn mqtt_stats_have_no_register_latency() {
-        let mut s = Stats::new(false);
-        s.record(timings(0, 5));
-        assert!(s.register.is_none());
-        assert_eq!(s.json()["register_us"], Value::Null);
-        assert!(!s.text().contains("register "));
     }
 
     #[test]

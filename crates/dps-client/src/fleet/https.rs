@@ -1,22 +1,22 @@
-//! Many devices through one HTTPS client, timed: [`HttpsFleet`] registers device after device
-//! (from any number of tasks at once) the way [`register_https`](crate::register_https) does,
-//! and reports how long the register request and the whole provisioning took. It is what a
-//! load generator needs; a device registers itself with [`register`](crate::register).
+//! [`HttpsFleet`]: many devices over HTTPS, registered the way
+//! [`register_https`](crate::register_https) does, timed.
 //!
 //! Two connection modes ([`Connections`]):
 //!
 //! * [`Connections::PerDevice`], the factory case: every device opens its own TLS connection,
 //!   with a full handshake (session resumption is off, since real devices do not share a
-//!   session cache), sends its register request and polls on it, then closes it.
+//!   session cache), sends its register request and polls on it, then closes it. An X.509
+//!   device presents its certificate on its connection.
 //! * [`Connections::KeepAlive`], the gateway case: one pool of HTTP/1.1 connections carries
 //!   every device's requests, one request at a time per connection; the pool grows to the
-//!   number of registrations in flight.
+//!   number of registrations in flight. SAS devices only: a TLS client certificate
+//!   authenticates a connection, so a shared connection cannot carry X.509 devices.
 //!
 //! The server's address is resolved once, when the fleet is built, so no connection waits for
 //! a name lookup.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dps_proto::http::DeviceRegistrationResult;
 
@@ -26,7 +26,9 @@ use crate::device::https::Device;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::http::Transport;
-use crate::tls::TrustedCa;
+use crate::tls::{ClientIdentity, TrustedCa};
+
+use super::Timings;
 
 /// How an [`HttpsFleet`] uses connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,16 +37,6 @@ pub enum Connections {
     PerDevice,
     /// Kept-alive connections shared by all devices.
     KeepAlive,
-}
-
-/// How long one registration took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timings {
-    /// From the start until the register request was answered (connection set-up included
-    /// when the device opened its own).
-    pub register: Duration,
-    /// From the start until the service reported `assigned`.
-    pub total: Duration,
 }
 
 /// Registers many devices over HTTPS against one endpoint. Cheap to share behind an `Arc`.
@@ -106,7 +98,7 @@ impl HttpsFleet {
             shared: None,
         };
         if connections == Connections::KeepAlive {
-            fleet.shared = Some(fleet.transport()?);
+            fleet.shared = Some(fleet.transport(None)?);
         }
         Ok(fleet)
     }
@@ -116,11 +108,16 @@ impl HttpsFleet {
         self.connections
     }
 
-    /// A transport with its own connection pool.
-    fn transport(&self) -> Result<Transport, Error> {
+    /// A transport with its own connection pool, presenting `identity` when given.
+    fn transport(&self, identity: Option<&ClientIdentity>) -> Result<Transport, Error> {
         let mut builder = Transport::builder();
-        if let Some(tls) = &self.tls {
-            builder = builder.tls_backend_preconfigured(tls.clone());
+        let tls = match (&self.tls, identity) {
+            (Some(base), Some(id)) => Some(crate::tls::with_identity(base, id)?),
+            (None, Some(id)) => Some(crate::tls::client_config(None, Some(id))?),
+            (base, None) => base.clone(),
+        };
+        if let Some(tls) = tls {
+            builder = builder.tls_backend_preconfigured(tls);
         }
         if let Some((host, addr)) = &self.address {
             builder = builder.resolve(host, *addr);
@@ -134,17 +131,28 @@ impl HttpsFleet {
 
     /// Registers the device described by `opts` (its endpoint, transport and CA are the
     /// fleet's, not the options') and waits for its assignment, as
-    /// [`register_https`](crate::register_https) does.
+    /// [`register_https`](crate::register_https) does. An X.509 device (whose
+    /// [`ClientIdentity`] is best [prepared](ClientIdentity::prepare) beforehand) needs
+    /// [`Connections::PerDevice`].
     pub async fn register(
         &self,
         opts: &RegisterOptions,
     ) -> Result<(DeviceRegistrationResult, Timings), Error> {
         let started = Instant::now();
+        let identity = opts.credential.identity();
         let own;
-        let transport = match &self.shared {
-            Some(shared) => shared,
-            None => {
-                own = self.transport()?;
+        let transport = match (&self.shared, identity) {
+            (Some(shared), None) => shared,
+            (Some(_), Some(_)) => {
+                return Err(Error::Connect {
+                    host: self.endpoint.authority().to_owned(),
+                    source: "kept-alive connections are shared by devices and cannot present \
+                             one device's certificate"
+                        .into(),
+                });
+            }
+            (None, identity) => {
+                own = self.transport(identity)?;
                 &own
             }
         };
