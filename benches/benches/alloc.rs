@@ -136,6 +136,22 @@ fn rebuild(c: &mut Criterion) {
                 .build()
         });
     });
+    // A hub added to one region: that region's table and the full set's are built again (on
+    // two threads), the other seven are carried over.
+    let mut grown = equal.clone();
+    let Ok(host) = HubHostName::new("hub-10000.azure-devices.net") else {
+        panic!("bad host name");
+    };
+    grown.push(Hub::new(host, 1, true).with_region("region-3"));
+    g.bench_function("lowest_latency_after_adding_a_hub_2_threads", |b| {
+        b.iter(|| {
+            HubSet::builder(black_box(grown.clone()))
+                .lowest_latency(latency())
+                .reusing(&previous)
+                .threads(2)
+                .build()
+        });
+    });
     g.finish();
 }
 

@@ -137,16 +137,12 @@ impl HubSetBuilder {
         for (c, &h) in canonical_hub.iter().enumerate() {
             hub_canonical[h as usize] = c as u32;
         }
-        let previous: Vec<&Group> = self
+        let previous = self
             .previous
             .as_ref()
-            .filter(|p| p.inner.ranking == ranking)
-            .map(|p| {
-                std::iter::once(&p.inner.global)
-                    .chain(p.inner.latency.iter().flat_map(Plans::groups))
-                    .collect()
-            })
+            .map(|p| previous_groups(&p.inner, &ranking))
             .unwrap_or_default();
+        let previous: Vec<&Group> = previous.iter().collect();
         let mut global = Group::planned(
             (0..ranking.len() as u32).collect(),
             ranking.direct_max(),
@@ -179,6 +175,40 @@ impl HubSetBuilder {
             }),
         }
     }
+}
+
+/// The groups of `previous` that a set with `ranking` can reuse, in its canonical indices:
+/// shared as they are when the ranking is the same; rewritten when hubs were added or removed
+/// (a group that lost a member is left out), if the scoring rules (equal weights or not, the
+/// table threshold) are the same.
+fn previous_groups(previous: &Inner, ranking: &Ranking) -> Vec<Group> {
+    let groups =
+        || std::iter::once(&previous.global).chain(previous.latency.iter().flat_map(Plans::groups));
+    if previous.ranking == *ranking {
+        return groups().cloned().collect();
+    }
+    if !previous.ranking.same_rules(ranking) {
+        return Vec::new();
+    }
+    // Both rankings are in canonical order (by seed, then host name): merge them.
+    let (old, new) = (previous.ranking.keys(), ranking.keys());
+    let mut map = vec![u32::MAX; old.len()];
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() && j < new.len() {
+        if old[i] == new[j] {
+            map[i] = j as u32;
+            i += 1;
+            j += 1;
+        } else if old[i].seed <= new[j].seed {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    groups()
+        .filter(|g| g.has_table())
+        .filter_map(|g| g.remapped(&map))
+        .collect()
 }
 
 impl HubSet {
@@ -462,6 +492,64 @@ mod tests {
             }
         }
         n as f64 / SLOTS as f64
+    }
+
+    #[test]
+    fn reusing_across_added_and_removed_hubs_changes_nothing() {
+        use crate::{LatencyMap, LowestLatencyConfig};
+        let regional: Vec<Hub> = hubs(130, |_| 1)
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| h.with_region(format!("r{}", i % 4)))
+            .collect();
+        let mut m = LatencyMap::new();
+        for (a, b) in [
+            ("r0", "r1"),
+            ("r0", "r2"),
+            ("r0", "r3"),
+            ("r1", "r2"),
+            ("r2", "r3"),
+        ] {
+            m.insert_symmetric(a, b, 30_000);
+        }
+        let config = LowestLatencyConfig::new(m).with_local_region("r0");
+        let build = |hubs: &[Hub], previous: Option<&HubSet>| {
+            let b = HubSet::builder(hubs.to_vec()).lowest_latency(config.clone());
+            match previous {
+                Some(p) => b.reusing(p).build(),
+                None => b.build(),
+            }
+        };
+        let first = build(&regional[..128], None);
+        // One hub more (in r0, r1), one hub fewer (from r3), and both.
+        for hubs in [&regional[..129], &regional[..130], &regional[1..129]] {
+            let again = build(hubs, Some(&first));
+            let fresh = build(hubs, None);
+            for i in 0..3_000 {
+                let id = format!("device-{i}");
+                for source in [None, Some("r1"), Some("r2"), Some("r3")] {
+                    for policy in [AllocationPolicy::GeoLatency, AllocationPolicy::Hashed] {
+                        let req = Request::new(policy, &id).with_source_region(source);
+                        assert_eq!(
+                            again.allocate_with(&req).map(|h| &h.host),
+                            fresh.allocate_with(&req).map(|h| &h.host),
+                            "{} hubs, {id} from {source:?}",
+                            hubs.len()
+                        );
+                    }
+                }
+            }
+        }
+        // Every earlier table whose hubs are all still there is carried over, rewritten (the
+        // full set's and the four regions' when a hub is added); building then takes the ones
+        // with the same members. A removed hub's groups are left out.
+        let grown = build(&regional[..129], Some(&first));
+        assert_eq!(previous_groups(&first.inner, &grown.inner.ranking).len(), 5);
+        let shrunk = build(&regional[1..128], Some(&first));
+        assert_eq!(
+            previous_groups(&first.inner, &shrunk.inner.ranking).len(),
+            3
+        );
     }
 
     #[test]

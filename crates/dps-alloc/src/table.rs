@@ -54,6 +54,16 @@ impl Ranking {
         }
     }
 
+    /// The hub keys in canonical order.
+    pub(crate) fn keys(&self) -> &[HubKey] {
+        &self.keys
+    }
+
+    /// Whether both rank the hubs they share alike and build tables for the same group sizes.
+    pub(crate) fn same_rules(&self, other: &Ranking) -> bool {
+        self.uniform == other.uniform && self.direct_max == other.direct_max
+    }
+
     /// Groups of at most this many members get no table.
     pub(crate) fn direct_max(&self) -> usize {
         self.direct_max
@@ -170,6 +180,40 @@ impl Group {
                 pending: wants_table,
             },
         }
+    }
+
+    /// This group of an earlier ranking in terms of a new one: `map[old]` is the new canonical
+    /// index of each old hub (`u32::MAX` for a hub no longer present). `None` when a member is
+    /// gone. The table is rewritten, not rebuilt: the order of two hubs for a slot depends only
+    /// on their keys and on which has the lower canonical index, and canonical order is by hub
+    /// seed, which adding or removing other hubs does not change.
+    pub(crate) fn remapped(&self, map: &[u32]) -> Option<Group> {
+        let members: Box<[u32]> = self
+            .members
+            .iter()
+            .map(|&m| map.get(m as usize).copied().filter(|&n| n != u32::MAX))
+            .collect::<Option<_>>()?;
+        let table = self.table.as_deref().map(|t| {
+            let wide = members.last().is_some_and(|&m| m > u32::from(u16::MAX));
+            let owner = |old: u32| map.get(old as usize).copied().unwrap_or(u32::MAX);
+            Arc::new(match (t, wide) {
+                (Table::Narrow(t), false) => {
+                    Table::Narrow(t.iter().map(|&o| owner(u32::from(o)) as u16).collect())
+                }
+                (Table::Narrow(t), true) => {
+                    Table::Wide(t.iter().map(|&o| owner(u32::from(o))).collect())
+                }
+                (Table::Wide(t), false) => {
+                    Table::Narrow(t.iter().map(|&o| owner(o) as u16).collect())
+                }
+                (Table::Wide(t), true) => Table::Wide(t.iter().map(|&o| owner(o)).collect()),
+            })
+        });
+        Some(Self {
+            members,
+            table,
+            pending: false,
+        })
     }
 
     /// The group `members` without a table (evaluated directly whatever its size).
