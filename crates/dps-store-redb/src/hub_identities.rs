@@ -43,6 +43,28 @@ impl RedbStore {
         .await
     }
 
+    /// Queues a hub identity write without waiting for its commit: it is committed in the same
+    /// transaction as the writes queued with it, or an earlier one, so once any write queued
+    /// after it has been acknowledged (awaited through this store), the identity is durable too.
+    ///
+    /// For a write-through journal whose change is acknowledged only together with a later
+    /// write: dpsd's `embedded` hubs write a device's identity before its registration record,
+    /// and the device hears of neither until the record is committed. This saves waiting for a
+    /// second commit per registration. An error here means the writer has stopped; a failure of
+    /// the commit itself is not reported to this caller (the later write reports it).
+    pub async fn queue_hub_identity(&self, id: HubIdentity) -> Result<()> {
+        let json = encode(&id)?;
+        self.queue(WriteOp::PutDoc {
+            table: DocTable::HubIdentities,
+            scope: id.hub.to_string(),
+            key: id.device_id,
+            etag: None,
+            json,
+            cond: WriteCondition::Any,
+        })
+        .await
+    }
+
     pub(crate) async fn remove_hub_identity(&self, hub: &str, device_id: &str) -> Result<()> {
         self.write(WriteOp::DeleteDoc {
             table: DocTable::HubIdentities,

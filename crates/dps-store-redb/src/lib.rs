@@ -302,6 +302,16 @@ impl RedbStore {
         answer.await.map_err(|_| error::writer_stopped())?
     }
 
+    /// Queues a write behind the writes queued before it without waiting for its commit.
+    async fn queue(&self, op: WriteOp) -> Result<()> {
+        let tx = self.inner.tx.as_ref().ok_or_else(error::writer_stopped)?;
+        // Nobody waits for the answer: the writer's reply goes nowhere.
+        let (reply, _) = oneshot::channel();
+        tx.send(Request { op, reply })
+            .await
+            .map_err(|_| error::writer_stopped())
+    }
+
     /// Runs `f` on a snapshot, inline or on the blocking pool as [`ReadMode`] says.
     async fn read<T, F>(&self, kind: ReadKind, f: F) -> Result<T>
     where

@@ -340,3 +340,39 @@ fn writes_in_one_batch_see_each_other_in_order() {
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     dps_store::block_on_ready(f)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_identity_is_durable_once_a_later_write_is() {
+    let (path, _cleanup) = temp_path("queued-identity");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        for i in 0..50 {
+            let id: dps_types::HubIdentity = serde_json::from_value(serde_json::json!({
+                "hub": "hub-a.example.net",
+                "deviceId": format!("dev-{i}"),
+                "registrationId": format!("dev-{i}"),
+                "authKind": "sas",
+                "writes": 1,
+            }))
+            .unwrap();
+            store.queue_hub_identity(id).await.unwrap();
+        }
+        // The awaited write after them: once it is acknowledged, so are they.
+        store
+            .put_enrollment(&scope(), enrollment("after", "e1"), WriteCondition::Any)
+            .await
+            .unwrap();
+        drop(store);
+    }
+    let store = RedbStore::open(&path).unwrap();
+    for i in 0..50 {
+        let id = store
+            .hub_identity("hub-a.example.net", &format!("dev-{i}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            id.map(|id| id.registration_id.to_string()),
+            Some(format!("dev-{i}"))
+        );
+    }
+}

@@ -192,8 +192,17 @@ impl AnyStore {
 }
 
 impl IdentityJournal for AnyStore {
+    /// The embedded store queues the identity instead of waiting for its own commit: the
+    /// registration record that follows it (and that the device waits for) is committed in the
+    /// same transaction or a later one, so an acknowledged registration never lacks its
+    /// identity. Other stores write through.
     fn save(&self, identity: HubIdentity) -> JournalFuture<'_> {
-        Box::pin(async move { Ok(self.put_hub_identity(identity).await?) })
+        Box::pin(async move {
+            match self {
+                Self::Embedded(s) => Ok(s.queue_hub_identity(identity).await?),
+                _ => Ok(self.put_hub_identity(identity).await?),
+            }
+        })
     }
 
     fn remove(&self, hub: HubHostName, device_id: String) -> JournalFuture<'_> {
