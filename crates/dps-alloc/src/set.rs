@@ -205,6 +205,7 @@ fn previous_groups(previous: &Inner, ranking: &Ranking) -> Vec<Group> {
             j += 1;
         }
     }
+    let map: Arc<[u32]> = map.into();
     groups()
         .filter(|g| g.has_table())
         .filter_map(|g| g.remapped(&map))

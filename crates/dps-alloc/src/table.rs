@@ -136,6 +136,9 @@ pub(crate) struct Group {
     table: Option<Arc<Table>>,
     /// The group wants a table that [`fill_tables`] has yet to build.
     pending: bool,
+    /// Set on a group carried over from an earlier ranking whose table is still in that
+    /// ranking's canonical indices: `map[old] = new`. Only [`Group::planned`] sees such groups.
+    remap: Option<Arc<[u32]>>,
 }
 
 #[derive(Clone)]
@@ -161,6 +164,7 @@ impl Group {
             members: members.into_boxed_slice(),
             table,
             pending: false,
+            remap: None,
         }
     }
 
@@ -173,11 +177,12 @@ impl Group {
             .iter()
             .find(|g| *g.members == *members && g.has_table() == wants_table)
         {
-            Some(g) => (*g).clone(),
+            Some(g) => g.materialized(),
             None => Self {
                 members: members.into_boxed_slice(),
                 table: None,
                 pending: wants_table,
+                remap: None,
             },
         }
     }
@@ -187,33 +192,47 @@ impl Group {
     /// gone. The table is rewritten, not rebuilt: the order of two hubs for a slot depends only
     /// on their keys and on which has the lower canonical index, and canonical order is by hub
     /// seed, which adding or removing other hubs does not change.
-    pub(crate) fn remapped(&self, map: &[u32]) -> Option<Group> {
+    pub(crate) fn remapped(&self, map: &Arc<[u32]>) -> Option<Group> {
         let members: Box<[u32]> = self
             .members
             .iter()
             .map(|&m| map.get(m as usize).copied().filter(|&n| n != u32::MAX))
             .collect::<Option<_>>()?;
-        let table = self.table.as_deref().map(|t| {
-            let wide = members.last().is_some_and(|&m| m > u32::from(u16::MAX));
-            let owner = |old: u32| map.get(old as usize).copied().unwrap_or(u32::MAX);
-            Arc::new(match (t, wide) {
-                (Table::Narrow(t), false) => {
-                    Table::Narrow(t.iter().map(|&o| owner(u32::from(o)) as u16).collect())
-                }
-                (Table::Narrow(t), true) => {
-                    Table::Wide(t.iter().map(|&o| owner(u32::from(o))).collect())
-                }
-                (Table::Wide(t), false) => {
-                    Table::Narrow(t.iter().map(|&o| owner(o) as u16).collect())
-                }
-                (Table::Wide(t), true) => Table::Wide(t.iter().map(|&o| owner(o)).collect()),
-            })
-        });
+        // The table is rewritten only if [`Group::planned`] takes the group.
         Some(Self {
             members,
-            table,
+            table: self.table.clone(),
             pending: false,
+            remap: self.table.as_ref().map(|_| map.clone()),
         })
+    }
+
+    /// This group with its table in the new canonical indices (see [`Group::remapped`]).
+    fn materialized(&self) -> Group {
+        let (Some(t), Some(map)) = (self.table.as_deref(), self.remap.as_deref()) else {
+            return self.clone();
+        };
+        let wide = self
+            .members
+            .last()
+            .is_some_and(|&m| m > u32::from(u16::MAX));
+        let owner = |old: u32| map.get(old as usize).copied().unwrap_or(u32::MAX);
+        let table = match (t, wide) {
+            (Table::Narrow(t), false) => {
+                Table::Narrow(t.iter().map(|&o| owner(u32::from(o)) as u16).collect())
+            }
+            (Table::Narrow(t), true) => {
+                Table::Wide(t.iter().map(|&o| owner(u32::from(o))).collect())
+            }
+            (Table::Wide(t), false) => Table::Narrow(t.iter().map(|&o| owner(o) as u16).collect()),
+            (Table::Wide(t), true) => Table::Wide(t.iter().map(|&o| owner(o)).collect()),
+        };
+        Self {
+            members: self.members.clone(),
+            table: Some(Arc::new(table)),
+            pending: false,
+            remap: None,
+        }
     }
 
     /// The group `members` without a table (evaluated directly whatever its size).
@@ -222,6 +241,7 @@ impl Group {
             members: members.into_boxed_slice(),
             table: None,
             pending: false,
+            remap: None,
         }
     }
 
