@@ -331,6 +331,49 @@ pub(crate) fn fill_tables<'a>(
     }
 }
 
+/// Parts with at most this many members and no table may take part in
+/// [`Group::fill_as_union`] (scored directly per slot).
+const UNION_DIRECT_MAX: usize = 8;
+
+impl Group {
+    /// Whether this group's pending table can be derived from `parts` (which partition its
+    /// members) once their own pending tables are built: each part has or will have a table,
+    /// or is small.
+    pub(crate) fn union_possible(&self, parts: &[&Group]) -> bool {
+        self.pending
+            && parts.iter().map(|p| p.members.len()).sum::<usize>() == self.members.len()
+            && parts
+                .iter()
+                .all(|p| p.table.is_some() || p.pending || p.members.len() <= UNION_DIRECT_MAX)
+    }
+
+    /// Builds this pending group's table from the tables of `parts`, which partition its
+    /// members: a slot's winner is the best of the parts' winners, one comparison per part
+    /// instead of `ln n` claims per slot. The same table as building it directly.
+    pub(crate) fn fill_as_union(&mut self, ranking: &Ranking, parts: &[&Group]) {
+        let owner: Vec<u32> = (0..SLOTS as u32)
+            .map(|s| {
+                parts
+                    .iter()
+                    .filter_map(|p| p.best(ranking, s))
+                    .min()
+                    .map_or(u32::MAX, index_of)
+            })
+            .collect();
+        let table = if self
+            .members
+            .last()
+            .is_none_or(|&m| m <= u32::from(u16::MAX))
+        {
+            Table::Narrow(owner.into_iter().map(|i| i as u16).collect())
+        } else {
+            Table::Wide(owner.into_boxed_slice())
+        };
+        self.table = Some(Arc::new(table));
+        self.pending = false;
+    }
+}
+
 fn build(ranking: &Ranking, members: &[u32]) -> Table {
     let owner = if ranking.uniform && members.len() <= BY_RANK_MAX {
         build_uniform_by_rank(ranking, members)
