@@ -119,6 +119,15 @@ async fn main() -> Result<()> {
         cfg.max_connections = 32;
         let pg = dps_store_pg::PgStore::connect(&cfg).await?;
         let r = rate("postgres", pg.clone(), &args).await?;
+        let c = pg.commit_stats();
+        println!(
+            "{:<10} {} batches, {:.1} commits each (largest {}), {} replayed one by one",
+            "",
+            c.batches,
+            c.commits as f64 / c.batches.max(1) as f64,
+            c.largest_batch,
+            c.replayed_batches
+        );
         println!("postgres / memory = {:.2}", r / mem);
         pg.drop_schema().await?;
     }
