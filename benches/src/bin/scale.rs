@@ -9,9 +9,12 @@
 //!     --database-url postgres://postgres@127.0.0.1:5432/postgres --count 1000000
 //! ```
 //!
-//! Operations are written with one registration per simulated second, so the store keeps only
-//! the last hour of them, as a steady-state service would.
+//! Operations are written with one registration per simulated second on one clock shared by all
+//! writers (the n-th commit to start is at second n), so the store keeps only the last hour of
+//! them and each commit prunes about one expired operation, as a steady-state service would.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -61,8 +64,9 @@ fn enrollment(i: u64) -> IndividualEnrollment {
     e
 }
 
-fn commit(i: u64, base: i64) -> RegistrationCommit {
-    let t = Timestamp::from_unix_nanos(i128::from(base + i as i64) * 1_000_000_000)
+/// Commit `i` (record and operation of device `i`) at simulated second `secs`.
+fn commit(i: u64, secs: i64) -> RegistrationCommit {
+    let t = Timestamp::from_unix_nanos(i128::from(secs) * 1_000_000_000)
         .unwrap_or_else(|| unreachable!());
     let state = DeviceRegistrationState {
         registration_id: rid(i),
@@ -123,16 +127,17 @@ async fn insert<S: Store + Clone>(
 ) -> Result<f64> {
     let started = Instant::now();
     let per = args.count.div_ceil(args.concurrency);
+    // The simulated clock all writers share: one registration per second.
+    let clock = Arc::new(AtomicI64::new(1_800_000_000));
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
-        let (store, scope) = (store.clone(), scope.clone());
+        let (store, scope, clock) = (store.clone(), scope.clone(), clock.clone());
         let (lo, hi) = (w * per, ((w + 1) * per).min(args.count));
         tasks.push(tokio::spawn(async move {
             for i in lo..hi {
                 if registrations {
-                    store
-                        .commit_registration(&scope, commit(i, 1_800_000_000))
-                        .await?;
+                    let secs = clock.fetch_add(1, Ordering::Relaxed);
+                    store.commit_registration(&scope, commit(i, secs)).await?;
                 } else {
                     store
                         .put_enrollment(&scope, enrollment(i), WriteCondition::MustNotExist)
