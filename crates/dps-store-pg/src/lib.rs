@@ -9,6 +9,9 @@
 //!   etag, group). Every statement is prepared once per connection.
 //! - Transient failures (serialization failures, deadlocks, lost connections, an exhausted pool)
 //!   are retried with exponential backoff; what remains is `StoreError::Unavailable`.
+//! - Expired operations are deleted by later registration commits, so the operations table
+//!   relies on autovacuum (PostgreSQL's default) to clear its dead rows; on a server without
+//!   it, call [`PgStore::vacuum_operations`] now and then.
 //! - TLS to the database is optional ([`PgTls`]: `disable`, `require`, `verify-full` with a CA
 //!   file), over rustls; see [`tls`](crate::PgTls) for what each mode checks.
 //! - Registration commits are group-committed: concurrent `commit_registration` calls are
@@ -324,6 +327,32 @@ impl PgStore {
                 .await?
                 .get::<_, String>(0);
             Ok((on, file))
+        })
+        .await
+    }
+
+    /// Whether the server runs autovacuum (`SHOW autovacuum`); see [`Self::vacuum_operations`].
+    pub async fn autovacuum(&self) -> Result<bool, StoreError> {
+        self.retry(|| async {
+            let c = self.pool.get().await?;
+            Ok(c.query_one("SHOW autovacuum", &[])
+                .await?
+                .get::<_, String>(0)
+                == "on")
+        })
+        .await
+    }
+
+    /// Vacuums and analyzes the operations table, the one table rows are steadily deleted
+    /// from (expired operations). Autovacuum, on by default, does this by itself; call it
+    /// periodically only on a server that runs with `autovacuum = off`, where dead rows would
+    /// otherwise pile up and every registration commit's pruning would walk over them.
+    pub async fn vacuum_operations(&self) -> Result<(), StoreError> {
+        let sql = format!("VACUUM (ANALYZE) {}", self.table("operations"));
+        self.retry(|| async {
+            let c = self.pool.get().await?;
+            c.batch_execute(&sql).await?;
+            Ok(())
         })
         .await
     }
