@@ -41,6 +41,13 @@ struct Args {
     /// Lookups to time.
     #[arg(long, default_value_t = 20_000)]
     lookups: u64,
+    /// Registration committers (backend postgres; group commit).
+    #[arg(long, default_value_t = 4)]
+    pg_committers: usize,
+    /// Vacuum the operations table this often in seconds while records are inserted, if the
+    /// server runs with autovacuum off (backend postgres; 0: never).
+    #[arg(long, default_value_t = 60)]
+    vacuum_secs: u64,
     /// PostgreSQL URL (backend postgres).
     #[arg(long, env = "DPS_TEST_DATABASE_URL")]
     database_url: Option<String>,
@@ -235,10 +242,40 @@ async fn main() -> Result<()> {
                 .context("--database-url or DPS_TEST_DATABASE_URL")?;
             let mut cfg = PgConfig::new(url);
             cfg.schema = format!("dps_scale_{}", std::process::id());
-            cfg.max_connections = usize::try_from(args.concurrency).unwrap_or(16);
+            // One connection per writer, up to 32 (the server's own limit is 100 by default).
+            cfg.max_connections = usize::try_from(args.concurrency.min(32)).unwrap_or(16);
+            cfg.committers = args.pg_committers;
             let s = PgStore::connect(&cfg).await?;
             insert(&s, &scope, &args, "enrollments", false).await?;
-            insert(&s, &scope, &args, "registration records", true).await?;
+            // Stand in for autovacuum where the server runs without it (as autovacuum would,
+            // clear the expired operations' dead rows about once a minute).
+            let vacuums = (args.vacuum_secs > 0 && !s.autovacuum().await?).then(|| {
+                let s = s.clone();
+                let every = Duration::from_secs(args.vacuum_secs);
+                tokio::spawn(async move {
+                    let mut n = 0u32;
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if s.vacuum_operations().await.is_ok() {
+                            n += 1;
+                            println!("vacuumed the operations table ({n})");
+                        }
+                    }
+                })
+            });
+            let inserted = insert(&s, &scope, &args, "registration records", true).await;
+            if let Some(v) = vacuums {
+                v.abort();
+            }
+            inserted?;
+            let c = s.commit_stats();
+            println!(
+                "group commit: {} committers, {} batches of {:.1} commits on average (largest {})",
+                cfg.committers,
+                c.batches,
+                c.commits as f64 / c.batches.max(1) as f64,
+                c.largest_batch
+            );
             lookups(&s, &scope, &args).await?;
             println!(
                 "on disk: {} MiB (tables and indexes)",
