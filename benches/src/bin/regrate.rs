@@ -29,6 +29,9 @@ struct Args {
     /// Concurrent devices.
     #[arg(long, default_value_t = 64)]
     concurrency: u64,
+    /// Registration committers of the PostgreSQL store (group commit).
+    #[arg(long, default_value_t = 4)]
+    pg_committers: usize,
     /// PostgreSQL URL (optional).
     #[arg(long, env = "DPS_TEST_DATABASE_URL")]
     database_url: Option<String>,
@@ -114,13 +117,33 @@ async fn main() -> Result<()> {
     }
     std::fs::remove_dir_all(&dir)?;
     if let Some(url) = &args.database_url {
-        let mut cfg = dps_store_pg::PgConfig::new(url.clone());
-        cfg.schema = format!("dps_regrate_{}", std::process::id());
-        cfg.max_connections = 32;
-        let pg = dps_store_pg::PgStore::connect(&cfg).await?;
-        let r = rate("postgres", pg.clone(), &args).await?;
-        println!("postgres / memory = {:.2}", r / mem);
-        pg.drop_schema().await?;
+        // Group commit as configured, then one registration per transaction (batches of one on
+        // as many committers as connections) as the same-run baseline.
+        let rows = [
+            ("postgres", args.pg_committers, 256),
+            ("pg-unbatched", 32, 1),
+        ];
+        for (name, committers, max_batch) in rows {
+            let mut cfg = dps_store_pg::PgConfig::new(url.clone());
+            cfg.schema = format!("dps_regrate_{}_{max_batch}", std::process::id());
+            cfg.max_connections = 32;
+            cfg.committers = committers;
+            cfg.max_batch = max_batch;
+            let pg = dps_store_pg::PgStore::connect(&cfg).await?;
+            let r = rate(name, pg.clone(), &args).await;
+            pg.drop_schema().await?;
+            let r = r?;
+            let c = pg.commit_stats();
+            println!(
+                "{:<10} {committers} committers: {} batches, {:.1} commits each (largest {}), {} replayed one by one",
+                "",
+                c.batches,
+                c.commits as f64 / c.batches.max(1) as f64,
+                c.largest_batch,
+                c.replayed_batches
+            );
+            println!("{name} / memory = {:.2}", r / mem);
+        }
     }
     Ok(())
 }

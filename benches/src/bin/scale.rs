@@ -9,9 +9,12 @@
 //!     --database-url postgres://postgres@127.0.0.1:5432/postgres --count 1000000
 //! ```
 //!
-//! Operations are written with one registration per simulated second, so the store keeps only
-//! the last hour of them, as a steady-state service would.
+//! Operations are written with one registration per simulated second on one clock shared by all
+//! writers (the n-th commit to start is at second n), so the store keeps only the last hour of
+//! them and each commit prunes about one expired operation, as a steady-state service would.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -38,6 +41,13 @@ struct Args {
     /// Lookups to time.
     #[arg(long, default_value_t = 20_000)]
     lookups: u64,
+    /// Registration committers (backend postgres; group commit).
+    #[arg(long, default_value_t = 4)]
+    pg_committers: usize,
+    /// Vacuum the operations table this often in seconds while records are inserted, if the
+    /// server runs with autovacuum off (backend postgres; 0: never).
+    #[arg(long, default_value_t = 60)]
+    vacuum_secs: u64,
     /// PostgreSQL URL (backend postgres).
     #[arg(long, env = "DPS_TEST_DATABASE_URL")]
     database_url: Option<String>,
@@ -61,8 +71,9 @@ fn enrollment(i: u64) -> IndividualEnrollment {
     e
 }
 
-fn commit(i: u64, base: i64) -> RegistrationCommit {
-    let t = Timestamp::from_unix_nanos(i128::from(base + i as i64) * 1_000_000_000)
+/// Commit `i` (record and operation of device `i`) at simulated second `secs`.
+fn commit(i: u64, secs: i64) -> RegistrationCommit {
+    let t = Timestamp::from_unix_nanos(i128::from(secs) * 1_000_000_000)
         .unwrap_or_else(|| unreachable!());
     let state = DeviceRegistrationState {
         registration_id: rid(i),
@@ -123,16 +134,17 @@ async fn insert<S: Store + Clone>(
 ) -> Result<f64> {
     let started = Instant::now();
     let per = args.count.div_ceil(args.concurrency);
+    // The simulated clock all writers share: one registration per second.
+    let clock = Arc::new(AtomicI64::new(1_800_000_000));
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
-        let (store, scope) = (store.clone(), scope.clone());
+        let (store, scope, clock) = (store.clone(), scope.clone(), clock.clone());
         let (lo, hi) = (w * per, ((w + 1) * per).min(args.count));
         tasks.push(tokio::spawn(async move {
             for i in lo..hi {
                 if registrations {
-                    store
-                        .commit_registration(&scope, commit(i, 1_800_000_000))
-                        .await?;
+                    let secs = clock.fetch_add(1, Ordering::Relaxed);
+                    store.commit_registration(&scope, commit(i, secs)).await?;
                 } else {
                     store
                         .put_enrollment(&scope, enrollment(i), WriteCondition::MustNotExist)
@@ -230,10 +242,40 @@ async fn main() -> Result<()> {
                 .context("--database-url or DPS_TEST_DATABASE_URL")?;
             let mut cfg = PgConfig::new(url);
             cfg.schema = format!("dps_scale_{}", std::process::id());
-            cfg.max_connections = usize::try_from(args.concurrency).unwrap_or(16);
+            // One connection per writer, up to 32 (the server's own limit is 100 by default).
+            cfg.max_connections = usize::try_from(args.concurrency.min(32)).unwrap_or(16);
+            cfg.committers = args.pg_committers;
             let s = PgStore::connect(&cfg).await?;
             insert(&s, &scope, &args, "enrollments", false).await?;
-            insert(&s, &scope, &args, "registration records", true).await?;
+            // Stand in for autovacuum where the server runs without it (as autovacuum would,
+            // clear the expired operations' dead rows about once a minute).
+            let vacuums = (args.vacuum_secs > 0 && !s.autovacuum().await?).then(|| {
+                let s = s.clone();
+                let every = Duration::from_secs(args.vacuum_secs);
+                tokio::spawn(async move {
+                    let mut n = 0u32;
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if s.vacuum_operations().await.is_ok() {
+                            n += 1;
+                            println!("vacuumed the operations table ({n})");
+                        }
+                    }
+                })
+            });
+            let inserted = insert(&s, &scope, &args, "registration records", true).await;
+            if let Some(v) = vacuums {
+                v.abort();
+            }
+            inserted?;
+            let c = s.commit_stats();
+            println!(
+                "group commit: {} committers, {} batches of {:.1} commits on average (largest {})",
+                cfg.committers,
+                c.batches,
+                c.commits as f64 / c.batches.max(1) as f64,
+                c.largest_batch
+            );
             lookups(&s, &scope, &args).await?;
             println!(
                 "on disk: {} MiB (tables and indexes)",

@@ -9,11 +9,16 @@
 //!   etag, group). Every statement is prepared once per connection.
 //! - Transient failures (serialization failures, deadlocks, lost connections, an exhausted pool)
 //!   are retried with exponential backoff; what remains is `StoreError::Unavailable`.
+//! - Expired operations are deleted by later registration commits, so the operations table
+//!   relies on autovacuum (PostgreSQL's default) to clear its dead rows; on a server without
+//!   it, call [`PgStore::vacuum_operations`] now and then.
 //! - TLS to the database is optional ([`PgTls`]: `disable`, `require`, `verify-full` with a CA
 //!   file), over rustls; see [`tls`](crate::PgTls) for what each mode checks.
-//! - A registration commit is one statement (record, operation, meter and pruning in CTEs):
-//!   one round trip and one transaction; meters are sharded over several rows so concurrent
-//!   commits never queue on one row lock.
+//! - Registration commits are group-committed: concurrent `commit_registration` calls are
+//!   gathered by a few committer tasks into one multi-row statement each (records, operations,
+//!   meters and pruning in CTEs), so one transaction and one WAL flush serve many registrations;
+//!   each caller is answered once its batch committed (see [`PgConfig::committers`]). Meters
+//!   are sharded over several rows so concurrent batches never queue on one row lock.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), dps_store::StoreError> {
@@ -23,11 +28,13 @@
 //! # let _ = store; Ok(()) }
 //! ```
 
+mod commit;
 mod hub_identities;
 pub mod schema;
 mod store;
 mod tls;
 
+pub use commit::CommitStats;
 pub use tls::PgTls;
 
 use std::collections::HashMap;
@@ -54,10 +61,15 @@ pub struct PgConfig {
     /// TLS to the server (default [`PgTls::Disable`]). An `sslmode` in `url` is ignored; this
     /// setting decides.
     pub tls: PgTls,
+    /// Registration committer tasks, each writing one batch at a time on its own pooled
+    /// connection (at least 1).
+    pub committers: usize,
+    /// The most registration commits one batch (one statement) holds (at least 1).
+    pub max_batch: usize,
 }
 
 impl PgConfig {
-    /// Defaults: schema `dps`, 16 connections, 5 attempts.
+    /// Defaults: schema `dps`, 16 connections, 5 attempts, 4 committers of batches up to 256.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -65,23 +77,22 @@ impl PgConfig {
             max_connections: 16,
             max_attempts: 5,
             tls: PgTls::Disable,
+            committers: 4,
+            max_batch: 256,
         }
     }
 }
 
-/// The PostgreSQL store. Cloning shares the pool.
+/// The PostgreSQL store. Cloning shares the pool and the committers; they stop when the last
+/// clone is dropped.
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
     schema: Arc<str>,
     max_attempts: u32,
     groups: Arc<Mutex<GroupCache>>,
-    sql: Arc<Statements>,
-}
-
-/// SQL text built once per store (it embeds the schema name).
-pub(crate) struct Statements {
-    pub(crate) commit: String,
+    commits: tokio::sync::mpsc::Sender<commit::Item>,
+    commit_stats: Arc<commit::Counters>,
 }
 
 /// Per scope key: the group version seen and the groups at that version.
@@ -161,14 +172,23 @@ impl PgStore {
             .max_size(cfg.max_connections.max(1))
             .build()
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let max_attempts = cfg.max_attempts.max(1);
+        let commit_stats = Arc::new(commit::Counters::default());
+        let commits = commit::Committers {
+            pool: pool.clone(),
+            sql: commit::batch_sql(&cfg.schema),
+            max_attempts,
+            max_batch: cfg.max_batch.max(1),
+            stats: commit_stats.clone(),
+        }
+        .spawn(cfg.committers.max(1));
         let store = Self {
             pool,
             schema: cfg.schema.clone().into(),
-            max_attempts: cfg.max_attempts.max(1),
+            max_attempts,
             groups: Arc::default(),
-            sql: Arc::new(Statements {
-                commit: store::commit_sql(&cfg.schema),
-            }),
+            commits,
+            commit_stats,
         };
         store.migrate().await?;
         Ok(store)
@@ -229,31 +249,41 @@ impl PgStore {
     }
 
     /// Runs `f`, retrying transient failures with exponential backoff (10 ms, 20 ms, ...).
-    pub(crate) async fn retry<T, F, Fut>(&self, mut f: F) -> Result<T, StoreError>
+    pub(crate) async fn retry<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Fail>>,
     {
-        let mut delay = Duration::from_millis(10);
-        let mut attempt = 1;
-        loop {
-            match f().await {
-                Ok(v) => return Ok(v),
-                Err(Fail::Store(e)) => return Err(e),
-                Err(Fail::Retry(e)) if attempt >= self.max_attempts => {
-                    return Err(StoreError::Unavailable(e));
-                }
-                Err(Fail::Retry(_)) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                    attempt += 1;
-                }
-            }
-        }
+        retry(self.max_attempts, f).await
     }
 
     pub(crate) fn table(&self, name: &str) -> String {
         format!("{}.{name}", self.schema)
+    }
+}
+
+/// Runs `f` up to `max_attempts` times, retrying transient failures with exponential backoff
+/// (10 ms, 20 ms, ... up to 1 s); the last transient failure becomes `Unavailable`.
+pub(crate) async fn retry<T, F, Fut>(max_attempts: u32, mut f: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Fail>>,
+{
+    let mut delay = Duration::from_millis(10);
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(Fail::Store(e)) => return Err(e),
+            Err(Fail::Retry(e)) if attempt >= max_attempts => {
+                return Err(StoreError::Unavailable(e));
+            }
+            Err(Fail::Retry(_)) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+                attempt += 1;
+            }
+        }
     }
 }
 
@@ -268,6 +298,11 @@ impl PgStore {
             Ok(c.query_one(sql, &[&schema]).await?.get::<_, i64>(0))
         })
         .await
+    }
+
+    /// How registration commits have been batched so far by this store's committers.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.commit_stats.snapshot()
     }
 
     /// Whether this store's connections to the server are encrypted (`pg_stat_ssl` of one
@@ -292,6 +327,32 @@ impl PgStore {
                 .await?
                 .get::<_, String>(0);
             Ok((on, file))
+        })
+        .await
+    }
+
+    /// Whether the server runs autovacuum (`SHOW autovacuum`); see [`Self::vacuum_operations`].
+    pub async fn autovacuum(&self) -> Result<bool, StoreError> {
+        self.retry(|| async {
+            let c = self.pool.get().await?;
+            Ok(c.query_one("SHOW autovacuum", &[])
+                .await?
+                .get::<_, String>(0)
+                == "on")
+        })
+        .await
+    }
+
+    /// Vacuums and analyzes the operations table, the one table rows are steadily deleted
+    /// from (expired operations). Autovacuum, on by default, does this by itself; call it
+    /// periodically only on a server that runs with `autovacuum = off`, where dead rows would
+    /// otherwise pile up and every registration commit's pruning would walk over them.
+    pub async fn vacuum_operations(&self) -> Result<(), StoreError> {
+        let sql = format!("VACUUM (ANALYZE) {}", self.table("operations"));
+        self.retry(|| async {
+            let c = self.pool.get().await?;
+            c.batch_execute(&sql).await?;
+            Ok(())
         })
         .await
     }

@@ -1,8 +1,7 @@
-//! `dps_store::Store` for [`PgStore`]: etag compare-and-set in SQL, key-ordered paging, the
-//! registration commit as one statement (one round trip, one transaction).
+//! `dps_store::Store` for [`PgStore`]: etag compare-and-set in SQL, key-ordered paging;
+//! registration commits are handed to the group committers (see `commit`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, PoisonError};
 
 use dps_store::{
@@ -15,6 +14,7 @@ use dps_types::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::commit::{Item, next_shard};
 use crate::{Fail, PgStore};
 
 const ENROLLMENTS: &str = "enrollments";
@@ -362,7 +362,6 @@ impl Store for PgStore {
     }
 
     async fn commit_registration(&self, scope: &IdScope, c: RegistrationCommit) -> Result<()> {
-        let skey = scope.key();
         let (key, group, etag, doc) = match &c.record {
             Some(r) => (
                 Some(r.state.registration_id.key()),
@@ -372,28 +371,29 @@ impl Store for PgStore {
             ),
             None => (None, None, None, None),
         };
-        let op_doc = encode(&c.operation).map_err(fail_to_store)?;
-        let op_id = c.operation.operation_id.to_string();
-        let created = c.operation.created.unix_seconds();
-        let horizon = created.saturating_sub(dps_store::OPERATION_TTL_SECS);
-        let kind: Option<&str> = c.meter;
-        let shard = meter_shard(&op_id);
-        let sql = &self.sql.commit;
-        self.retry(|| async {
-            let client = self.pool.get().await?;
-            let stmt = client.prepare_cached(sql).await?;
-            client
-                .execute(
-                    &stmt,
-                    &[
-                        &skey, &key, &group, &etag, &doc, &op_id, &created, &op_doc, &horizon,
-                        &kind, &shard,
-                    ],
-                )
-                .await?;
-            Ok(())
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let item = Item {
+            scope: scope.key(),
+            key,
+            group,
+            etag,
+            doc,
+            op_id: c.operation.operation_id.to_string(),
+            created: c.operation.created.unix_seconds(),
+            op_doc: encode(&c.operation).map_err(fail_to_store)?,
+            kind: c.meter,
+            reply,
+        };
+        if self.commits.send(item).await.is_err() {
+            return Err(StoreError::Unavailable(
+                "the registration committers stopped".into(),
+            ));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the registration committers stopped".into(),
+            ))
         })
-        .await
     }
 
     async fn operation(
@@ -526,56 +526,6 @@ impl Store for PgStore {
     ) -> Result<Page<HubIdentity>> {
         self.page_hub_identities(after, limit).await
     }
-}
-
-/// Meter rows per (scope, kind): concurrent commits add to different rows instead of queueing
-/// on one row lock held until each commit's WAL flush. With 32 connections, two concurrent
-/// commits pick the same row about 3 % of the time (32 shards measured 11 of 32 connections
-/// waiting on row locks); reading the counts sums at most this many rows per kind.
-pub(crate) const METER_SHARDS: i32 = 1024;
-
-/// The shard a commit counts in: spread by its operation ID.
-fn meter_shard(op_id: &str) -> i32 {
-    let h = op_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    i32::try_from(h % METER_SHARDS.unsigned_abs()).unwrap_or(0)
-}
-
-/// The shard a plain `meter` call counts in: round robin.
-fn next_shard() -> i32 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    i32::try_from(NEXT.fetch_add(1, Ordering::Relaxed) % METER_SHARDS.unsigned_abs()).unwrap_or(0)
-}
-
-/// The registration commit as one statement (one round trip, one implicit transaction): the
-/// record upsert (skipped when `$2` is null), the operation upsert, the meter increment
-/// (skipped when `$10` is null) and pruning of the scope's expired operations. Pruning takes
-/// at most 64 rows and skips rows another commit is already deleting, so concurrent commits
-/// never wait on each other for it (reads hide expired operations anyway).
-pub(crate) fn commit_sql(schema: &str) -> String {
-    format!(
-        "WITH reg AS (\
-           INSERT INTO {s}.registrations (scope, key, group_key, etag, doc) \
-           SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::TEXT, $5::BYTEA WHERE $2::TEXT IS NOT NULL \
-           ON CONFLICT (scope, key) DO UPDATE SET group_key = EXCLUDED.group_key, \
-           etag = EXCLUDED.etag, doc = EXCLUDED.doc RETURNING 1), \
-         op AS (\
-           INSERT INTO {s}.operations (scope, id, created, doc) VALUES ($1, $6::TEXT, $7::BIGINT, $8::BYTEA) \
-           ON CONFLICT (scope, id) DO UPDATE SET created = EXCLUDED.created, doc = EXCLUDED.doc RETURNING 1), \
-         meter AS (\
-           INSERT INTO {s}.meter_shards (scope, kind, shard, count) \
-           SELECT $1, $10::TEXT, $11::INT, 1 WHERE $10::TEXT IS NOT NULL \
-           ON CONFLICT (scope, kind, shard) DO UPDATE SET count = {s}.meter_shards.count + 1 RETURNING 1), \
-         expired AS (\
-           SELECT scope, id FROM {s}.operations WHERE scope = $1 AND created < $9::BIGINT \
-           LIMIT 64 FOR UPDATE SKIP LOCKED), \
-         pruned AS (\
-           DELETE FROM {s}.operations o USING expired e WHERE o.scope = e.scope AND o.id = e.id RETURNING 1) \
-         SELECT (SELECT count(*) FROM reg) + (SELECT count(*) FROM op) + (SELECT count(*) FROM meter) \
-           + (SELECT count(*) FROM pruned)",
-        s = schema
-    )
 }
 
 fn fail_to_store(f: Fail) -> StoreError {

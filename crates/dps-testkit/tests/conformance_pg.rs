@@ -94,3 +94,78 @@ async fn two_nodes_share_one_database() {
     );
     a.drop_schema().await.unwrap();
 }
+
+/// Registration commits queued together are written as one batch, and each caller still gets
+/// its own outcome: a commit the database refuses (an etag with a NUL byte, which `TEXT` cannot
+/// hold) fails alone, two commits of one registration ID in a batch do not collide, two scopes
+/// are metered apart, and a replayed operation (same ID, as after a retried commit) is metered
+/// once.
+#[tokio::test]
+async fn group_commit_answers_each_caller_alone() {
+    use dps_store::Store as _;
+    use dps_testkit::conformance::{METER, T0, commit, record, scope};
+    let Ok(url) = std::env::var("DPS_TEST_DATABASE_URL") else {
+        eprintln!("SKIPPED: DPS_TEST_DATABASE_URL is not set (PostgreSQL group commit)");
+        return;
+    };
+    let mut cfg = PgConfig::new(url);
+    cfg.schema = format!("dps_batch_{}", std::process::id());
+    cfg.committers = 1;
+    let s = PgStore::connect(&cfg).await.unwrap();
+    let (a, b) = (scope("0neBATCH0001"), scope("0neBATCH0002"));
+    let sc = |i: usize| {
+        if i.is_multiple_of(2) {
+            a.clone()
+        } else {
+            b.clone()
+        }
+    };
+    const N: usize = 40;
+    const BAD: usize = 25;
+    // On this single-threaded runtime all 40 tasks queue their commit before the committer
+    // runs, so they form one batch. Commits 30..40 re-register devices 0..10.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let (s, sc) = (s.clone(), sc(i));
+        tasks.spawn(async move {
+            let etag = if i == BAD { "bad\0etag" } else { "1" };
+            let rid = format!("dev-{}", i % 30);
+            let c = commit(Some(record(&rid, None, etag)), &format!("op-{i}"), &rid, T0);
+            (i, s.commit_registration(&sc, c).await)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (i, r) = joined.unwrap();
+        if i == BAD {
+            let e = r.unwrap_err();
+            assert!(!e.is_retryable(), "refused for good: {e}");
+        } else {
+            r.unwrap();
+        }
+    }
+    let stats = s.commit_stats();
+    assert_eq!((stats.commits, stats.largest_batch), (N as u64, N as u64));
+    assert_eq!(stats.replayed_batches, 1, "the failed batch was replayed");
+    for i in 0..N {
+        let rid = format!("dev-{}", i % 30);
+        let rec = s.registration(&sc(i), &rid).await.unwrap();
+        let op = s
+            .operation(&sc(i), &format!("op-{i}"), dps_testkit::conformance::at(T0))
+            .await
+            .unwrap();
+        assert_eq!(rec.is_some(), i != BAD, "record of commit {i}");
+        assert_eq!(op.is_some(), i != BAD, "operation of commit {i}");
+    }
+    let count = |c: std::collections::BTreeMap<String, u64>| c.get(METER).copied();
+    assert_eq!(count(s.operation_counts(&a).await.unwrap()), Some(20));
+    assert_eq!(count(s.operation_counts(&b).await.unwrap()), Some(19));
+
+    let again = commit(Some(record("dev-0", None, "1")), "op-0", "dev-0", T0);
+    s.commit_registration(&a, again).await.unwrap();
+    assert_eq!(
+        count(s.operation_counts(&a).await.unwrap()),
+        Some(20),
+        "a replayed operation is metered once"
+    );
+    s.drop_schema().await.unwrap();
+}
