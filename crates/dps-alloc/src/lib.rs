@@ -160,18 +160,35 @@
 //! 2 MiB table. An enrollment naming 3 of 10,000 hubs costs 87 ns (three name look-ups and three
 //! scores when the full set's choice is not among them). A lookup allocates nothing.
 //!
-//! Preparing 10,000 hubs takes 68 ms with equal weights and 100-130 ms with weights 1-10 (the
-//! scores take a logarithm); 1,000 hubs 35 ms / 75 ms; a set at the threshold about 20 ms. With
-//! lowest latency configured, every region some source region ties to gets its own table (at
-//! more than half the threshold), and 10,000 hubs in 8 regions take 400 ms from scratch: each
-//! table needs about `2^20 * ln m` claims for its m hubs, and eight tables of 1,250 hubs are
-//! eight times the work of one of 10,000. Tables depend only on which hubs are in a group, not
-//! on latency, so re-preparing the set after a latency change ([`HubSetBuilder::reusing`], what
-//! dpsd's probes do) shares them and takes a few milliseconds: 11 ms against 1.85 s from
-//! scratch in one criterion run on the development VM under a load average of about 10 (the
-//! SHA-256 yardstick took 590 ns in that run, 8x its unloaded time). Each
-//! table is 2 MiB (4 MiB beyond 65,536 hubs) plus 8 MiB of scratch while it is built; small sets
-//! have none.
+//! Preparing 10,000 hubs takes 63-83 ms with equal weights and 100-130 ms with weights 1-10
+//! (the scores take a logarithm); 1,000 hubs 35 ms / 75 ms; a set at the threshold about 20 ms.
+//! Equal-weight tables are built rank by rank from the top, so the first claim of a slot owns
+//! it and the scratch table holds a 16-bit member position per slot (2 MiB, about one core's L2
+//! cache; weighted tables need 8 MiB of 64-bit keys). The build is bound by those random
+//! accesses, not by arithmetic: tabulating the permutation's rounds changed nothing measurable.
+//!
+//! With lowest latency configured, every region some source region ties to gets its own table
+//! (at more than half the threshold). Each needs about `2^20 * ln m` claims for its m hubs, so
+//! eight tables of 1,250 hubs are eight times the work of one of 10,000, and the full set's
+//! table is then derived from them (the best of the regions' winners per slot, exact) instead
+//! of being built from scratch. [`HubSetBuilder::threads`] builds the region tables in parallel
+//! (dpsd uses one thread per CPU). Tables depend only on which hubs are in a group, not on
+//! latency, and a set prepared again with [`HubSetBuilder::reusing`] carries every table whose
+//! group is unchanged over, rewritten into the new canonical indices when hubs were added or
+//! removed. Measured in one criterion run (10,000 hubs in 8 regions, load average about 4,
+//! other builds running):
+//!
+//! | Preparing 10,000 hubs | time |
+//! |---|---|
+//! | hashed, equal weights / weights 1-10 | 83 ms / 104 ms |
+//! | lowest latency, from scratch | 468 ms (466 ms on 2 threads: no idle core in that run) |
+//! | lowest latency again after a latency change (dpsd's probes) | 3.8 ms |
+//! | lowest latency again after adding a hub to one region (2 threads) | 119 ms |
+//!
+//! So every re-preparation dpsd makes while running (a probe round) stays far under 100 ms, a hub
+//! change rebuilds two tables (its region's and, from the regions, the full set's), and the one
+//! expensive case is preparing many regions from nothing, once, at start. Each table is 2 MiB
+//! (4 MiB beyond 65,536 hubs); small sets have none.
 //!
 //! # Static and custom
 //!
