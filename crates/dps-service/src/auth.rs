@@ -1,8 +1,10 @@
 //! Device authentication: which enrollment accepts a device's SAS token. An individual
 //! enrollment decides alone; otherwise the symmetric-key groups are searched with their keys
 //! decoded once per store snapshot, the device's previous group first (found through an index
-//! by group ID, so a re-registration costs the same with one group or ten thousand). X.509
-//! chains are checked in `x509_auth`.
+//! by group ID, so a re-registration costs the same with one group or ten thousand). A first
+//! registration tries every candidate group; groups with a registration-ID pattern (an
+//! extension beyond Azure) are candidates only for the IDs they match, found through an index
+//! of their patterns' literal prefixes. X.509 chains are checked in `x509_auth`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,12 +96,47 @@ struct PreparedGroup {
     keys: [Option<SigningKey>; 2],
 }
 
-/// A scope's symmetric-key groups with their keys decoded, in store order, and an index by
-/// case-folded group ID. Built once per store snapshot and shared by every request.
+/// A scope's symmetric-key groups with their keys decoded, in store order, an index by
+/// case-folded group ID, and the candidates' index for first registrations. Built once per
+/// store snapshot and shared by every request.
 #[derive(Default)]
 pub(crate) struct PreparedGroups {
     groups: Vec<PreparedGroup>,
     by_id: HashMap<String, usize>,
+    /// The groups without a registration-ID pattern, in store order: candidates for any device.
+    open: Vec<usize>,
+    /// The groups with a pattern, by the case-folded literal prefix of the pattern.
+    by_prefix: HashMap<String, Vec<usize>>,
+    /// The distinct lengths of those prefixes, ascending.
+    prefix_lens: Vec<usize>,
+}
+
+impl PreparedGroup {
+    /// Checks the token against the member key derived from the group's key `slot` (0 primary,
+    /// 1 secondary) for `rid`. On success the match carries both member keys for the hub
+    /// identity: the one just derived, and the other one (one HMAC, no pad set-up).
+    fn verify(&self, slot: usize, rid: &RegistrationId, token: &SasToken<'_>) -> Option<Matched> {
+        let group_key = self.keys[slot].as_ref()?;
+        let derived = sas::derive_device_key_bytes(group_key, rid.as_str());
+        if !token.verify_signature(&SigningKey::from_bytes(&derived)) {
+            return None;
+        }
+        let mut pair = [None, None];
+        for (i, out) in pair.iter_mut().enumerate() {
+            let bytes = if i == slot {
+                Some(derived)
+            } else {
+                self.keys[i]
+                    .as_ref()
+                    .map(|k| sas::derive_device_key_bytes(k, rid.as_str()))
+            };
+            *out = bytes.and_then(|b| SymmetricKey::from_bytes(&b).ok());
+        }
+        Some(Matched::Group(
+            self.group.clone(),
+            MemberCredential::Keys(pair),
+        ))
+    }
 }
 
 impl PreparedGroups {
@@ -120,12 +157,45 @@ impl PreparedGroups {
                 .by_id
                 .entry(g.enrollment_group_id.key())
                 .or_insert(next);
+            match &g.registration_id_pattern {
+                None => prepared.open.push(next),
+                Some(p) => prepared
+                    .by_prefix
+                    .entry(p.literal_prefix().to_ascii_lowercase())
+                    .or_default()
+                    .push(next),
+            }
             prepared.groups.push(PreparedGroup {
                 group: Arc::new(g.clone()),
                 keys,
             });
         }
+        prepared.prefix_lens = prepared.by_prefix.keys().map(String::len).collect();
+        prepared.prefix_lens.sort_unstable();
+        prepared.prefix_lens.dedup();
         prepared
+    }
+
+    /// The groups a first registration of `rid` tries, in store order: every group without a
+    /// pattern and those whose pattern matches `rid`; `None` when no group has a pattern (then
+    /// every group is a candidate, and nothing is built). One hash lookup per distinct prefix
+    /// length, then the full match on the groups whose prefix `rid` starts with.
+    fn candidates(&self, rid: &RegistrationId) -> Option<Vec<usize>> {
+        if self.by_prefix.is_empty() {
+            return None;
+        }
+        let key = rid.key();
+        let mut out = self.open.clone();
+        for &len in &self.prefix_lens {
+            let Some(prefix) = key.get(..len) else {
+                break;
+            };
+            if let Some(found) = self.by_prefix.get(prefix) {
+                out.extend(found.iter().filter(|&&i| self.groups[i].group.admits(rid)));
+            }
+        }
+        out.sort_unstable();
+        Some(out)
     }
 
     /// The index of the group with this ID (ASCII case-insensitive).
@@ -193,8 +263,8 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
     }
 
     /// Finds the symmetric-key group whose key, derived for `rid`, signed the token. The group
-    /// of the device's previous registration (`hint`) is tried first, then every group's
-    /// primary key, then every secondary key, so the common cases cost one or a few HMACs.
+    /// of the device's previous registration (`hint`) is tried first, then every other group's
+    /// primary key, then their secondary keys, so the common cases cost one or a few HMACs.
     async fn find_group(
         &self,
         scope: &ScopeConfig,
@@ -204,31 +274,25 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
     ) -> Result<Option<Matched>, Rejection> {
         let prepared = self.group_keys(scope).await?;
         let hinted = hint.and_then(|h| prepared.position(h));
-        let n = prepared.groups.len();
-        let order = hinted
-            .into_iter()
-            .flat_map(|i| [(i, 0), (i, 1)])
-            .chain((0..n).map(|i| (i, 0)))
-            .chain((0..n).map(|i| (i, 1)));
-        for (i, slot) in order {
-            let PreparedGroup { group, keys } = &prepared.groups[i];
-            let Some(group_key) = &keys[slot] else {
-                continue;
-            };
-            if token.verify_signature(&sas::derive_device_key(group_key, rid.as_str())) {
-                let mut pair = [None, None];
-                for (out, k) in pair.iter_mut().zip(keys.iter()) {
-                    *out = k.as_ref().and_then(|k| {
-                        SymmetricKey::new(&sas::derive_device_key(k, rid.as_str()).to_base64()).ok()
-                    });
-                }
-                return Ok(Some(Matched::Group(
-                    group.clone(),
-                    MemberCredential::Keys(pair),
-                )));
-            }
+        // The previous group's pattern still applies: it may have been set since.
+        if let Some(g) = hinted
+            .map(|i| &prepared.groups[i])
+            .filter(|g| g.group.admits(rid))
+            && let Some(m) = (0..2).find_map(|slot| g.verify(slot, rid, token))
+        {
+            return Ok(Some(m));
         }
-        Ok(None)
+        let narrowed = prepared.candidates(rid);
+        let verify = |i: usize, slot| {
+            (Some(i) != hinted)
+                .then(|| prepared.groups[i].verify(slot, rid, token))
+                .flatten()
+        };
+        let scan = |slot| match &narrowed {
+            Some(list) => list.iter().find_map(|&i| verify(i, slot)),
+            None => (0..prepared.groups.len()).find_map(|i| verify(i, slot)),
+        };
+        Ok((0..2).find_map(scan))
     }
 
     /// The scope's symmetric-key groups with their keys decoded, rebuilt only when the store
@@ -239,18 +303,20 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
             .groups_snapshot(&scope.id_scope)
             .await
             .map_err(store_err)?;
-        let key = scope.id_scope.key();
+        // `scope` is one of the service's configured scopes, so its ID as written is a stable
+        // key (no case folding, no allocation per request).
+        let key = scope.id_scope.as_str();
         let mut cache = self
             .group_cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((snap, prepared)) = cache.get(&key)
+        if let Some((snap, prepared)) = cache.get(key)
             && Arc::ptr_eq(snap, &snapshot)
         {
             return Ok(prepared.clone());
         }
         let prepared = Arc::new(PreparedGroups::new(&snapshot));
-        cache.insert(key, (snapshot, prepared.clone()));
+        cache.insert(key.to_owned(), (snapshot, prepared.clone()));
         Ok(prepared)
     }
 }

@@ -5,7 +5,9 @@
 //! are tried closest signing certificate first (the one that issued the leaf, then the next
 //! one up), as Azure DPS walks the chain: the first group with a valid path wins, enabled or
 //! not, so a disabled intermediate group blocks its devices even if their root has an enabled
-//! group. The scope's CA certificates serve as stored intermediates for path building.
+//! group. A group with a registration-ID pattern (an extension beyond Azure) is tried only for
+//! the IDs it matches. The scope's CA certificates serve as stored intermediates for path
+//! building.
 //!
 //! A refused chain is a 401 (`401002`) and writes nothing: not the device's registration
 //! record, whose `errorMessage` would otherwise be the natural place for the reason. Anyone can
@@ -139,9 +141,11 @@ impl<S: Store, H: HubRegistry> Service<S, H> {
         let stored: Vec<CertificateDer<'_>> = scope.cas.iter().map(|c| c.der.clone()).collect();
         // (depth, group index, signing certificate); unknown depth last (a path through a
         // stored intermediate), ties in store order.
+        // A group with a registration-ID pattern only holds the devices it matches.
         let mut candidates: Vec<(usize, usize, CertificateDer<'static>)> = groups
             .iter()
             .enumerate()
+            .filter(|(_, g)| g.admits(rid))
             .flat_map(|(i, g)| {
                 signing_certs(scope, g).into_iter().map(move |c| {
                     let depth = chain.issuer_depth(&c).unwrap_or(usize::MAX);

@@ -1478,7 +1478,8 @@ pub async fn large_values<S: Store>(s: S) {
 }
 
 /// Records with every field set (keys, capabilities, policies, 7-digit timestamps, unknown
-/// fields of newer API versions) come back exactly as written.
+/// fields of newer API versions, a group's `registrationIdPattern` extension) come back
+/// exactly as written.
 pub async fn records_round_trip<S: Store>(s: S) {
     let sc = scope("0ne00000001");
     let e: IndividualEnrollment = serde_json::from_value(json!({
@@ -1517,8 +1518,13 @@ pub async fn records_round_trip<S: Store>(s: S) {
         "iotHubs": ["hub-b.example.net"],
         "createdDateTimeUtc": "2026-11-27T08:02:24.5906160Z",
         "credentialPolicyName": "default",
+        "registrationIdPattern": "Line-7-??-*",
     }))
     .expect("group parses");
+    assert!(
+        g.registration_id_pattern.is_some(),
+        "the extension is a typed field"
+    );
     s.put_group(&sc, g.clone(), WriteCondition::Any)
         .await
         .expect("put_group");

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::attestation::{AttestationKind, AttestationMechanism};
 use crate::ids::{DeviceId, EnrollmentGroupId, Etag, RegistrationId};
+use crate::pattern::RegistrationIdPattern;
 use crate::registration::DeviceRegistrationState;
 use crate::time::Timestamp;
 
@@ -217,6 +218,11 @@ pub struct EnrollmentGroup {
     /// Custom allocation webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_allocation_definition: Option<CustomAllocationDefinition>,
+    /// Extension beyond Azure DPS (`registrationIdPattern`): only devices whose registration ID
+    /// matches may register through this group; absent (the default, and always in Azure's
+    /// bodies), any device may. Never serialised when absent, so Azure-shaped bodies stay so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_id_pattern: Option<RegistrationIdPattern>,
     /// Fields of newer API versions, kept and echoed verbatim.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -295,6 +301,13 @@ impl IndividualEnrollment {
 }
 
 impl EnrollmentGroup {
+    /// Whether `rid` may register through this group as far as its registration-ID pattern
+    /// goes: always when the group has none.
+    pub fn admits(&self, rid: &RegistrationId) -> bool {
+        self.registration_id_pattern
+            .as_ref()
+            .is_none_or(|p| p.is_match(rid.as_str()))
+    }
     /// The policy fields.
     pub fn policy(&self) -> PolicyView<'_> {
         PolicyView {
@@ -363,6 +376,44 @@ mod tests {
             r#"{"registrationId":"d1","attestation":{"type":"symmetricKey"},"allocationPolicy":"nearest"}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn group_pattern_is_optional_typed_and_omitted_when_absent() {
+        let g: EnrollmentGroup = serde_json::from_str(
+            r#"{"enrollmentGroupId":"g1","attestation":{"type":"symmetricKey"},"registrationIdPattern":"Line-7-*"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            g.registration_id_pattern
+                .as_ref()
+                .map(RegistrationIdPattern::as_str),
+            Some("Line-7-*")
+        );
+        assert!(g.extra.is_empty());
+        assert_eq!(
+            serde_json::to_value(&g).unwrap()["registrationIdPattern"],
+            "Line-7-*"
+        );
+
+        let plain: EnrollmentGroup = serde_json::from_str(
+            r#"{"enrollmentGroupId":"g2","attestation":{"type":"symmetricKey"}}"#,
+        )
+        .unwrap();
+        assert_eq!(plain.registration_id_pattern, None);
+        let rid = |s| RegistrationId::new(s).unwrap();
+        assert!(g.admits(&rid("line-7-0042")));
+        assert!(!g.admits(&rid("line-8-0042")));
+        assert!(plain.admits(&rid("anything")));
+        let out = serde_json::to_value(&plain).unwrap();
+        assert!(out.get("registrationIdPattern").is_none(), "{out}");
+
+        let bad = serde_json::from_str::<EnrollmentGroup>(
+            r#"{"enrollmentGroupId":"g3","attestation":{"type":"symmetricKey"},"registrationIdPattern":"a b"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("registrationIdPattern contains ' '"), "{bad}");
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl IdScope {
     }
 }
 
-fn registration_char(c: char) -> bool {
+pub(crate) fn registration_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':')
 }
 

@@ -31,6 +31,7 @@ pub mod certificate;
 pub mod enrollment;
 pub mod hub_identity;
 pub mod ids;
+pub mod pattern;
 pub mod registration;
 pub mod rejection;
 pub mod time;
@@ -50,6 +51,7 @@ pub use hub_identity::HubIdentity;
 pub use ids::{
     DeviceId, EnrollmentGroupId, Etag, HubHostName, IdError, IdScope, OperationId, RegistrationId,
 };
+pub use pattern::{PatternError, RegistrationIdPattern};
 pub use registration::{
     DeviceRegistrationState, Operation, RegistrationRecord, RegistrationStatus, Substatus,
 };

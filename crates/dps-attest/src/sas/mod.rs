@@ -27,7 +27,7 @@ use percent_encoding::utf8_percent_encode;
 
 use encoding::{B64, ENCODE_SET};
 
-pub use key::{SigningKey, derive_device_key, derive_device_key_base64};
+pub use key::{SigningKey, derive_device_key, derive_device_key_base64, derive_device_key_bytes};
 pub use token::{MAX_TOKEN_LEN, SasToken};
 pub use verify::{verify_device, verify_service};
 
