@@ -143,24 +143,25 @@
 //!
 //! # Costs
 //!
-//! Measured with `benches/benches/alloc.rs` on the 2-core development VM (AMD EPYC, shared with
-//! other builds, so ±20 %), in the same run as one SHA-256 of a registration ID (72 ns), which
-//! the registration path already pays per device. Lookups cycle through 4,096 IDs; hubs are
-//! spread over 8 regions, and lowest latency ties the hubs of the nearest region (n/8 of them).
+//! Measured with `benches/benches/alloc.rs` on the 2-core development VM (nothing else
+//! running: load average 1.4-2.8), in the same run as one SHA-256 of a registration ID (59 ns),
+//! which the registration path already pays per device. Lookups cycle through 4,096 IDs; hubs
+//! are spread over 8 regions, and lowest latency ties the hubs of the nearest region (n/8 of
+//! them).
 //!
 //! | Lookup, n hubs | 1 | 10 | 50 | 1,000 | 10,000 |
 //! |---|---|---|---|---|---|
-//! | hashed, equal weights | 18 ns | 18 ns | 18 ns | 19 ns | 24 ns |
-//! | hashed, weights 1-10 | 19 ns | 20 ns | 20 ns | 21 ns | 27 ns |
-//! | lowest latency | 21 ns | 32 ns | 23 ns | 22 ns | 26 ns |
-//! | ratio to SHA-256 | 0.25-0.29 | 0.26-0.44 | 0.25-0.32 | 0.26-0.31 | 0.33-0.37 |
+//! | hashed, equal weights | 12 ns | 14 ns | 14 ns | 15 ns | 17 ns |
+//! | hashed, weights 1-10 | 12 ns | 14 ns | 13 ns | 14 ns | 16 ns |
+//! | lowest latency | 16 ns | 34 ns | 19 ns | 19 ns | 22 ns |
+//! | ratio to SHA-256 | 0.21-0.27 | 0.23-0.57 | 0.23-0.32 | 0.24-0.32 | 0.27-0.37 |
 //!
 //! Below the table threshold a lookup scores each candidate, about 4 ns per hub of equal weight
 //! and 7 ns with weights, after the 15 ns of hashing the ID; with a table it is one read of a
 //! 2 MiB table. An enrollment naming 3 of 10,000 hubs costs 87 ns (three name look-ups and three
 //! scores when the full set's choice is not among them). A lookup allocates nothing.
 //!
-//! Preparing 10,000 hubs takes 63-83 ms with equal weights and 100-130 ms with weights 1-10
+//! Preparing 10,000 hubs takes 62 ms with equal weights and 85 ms with weights 1-10
 //! (the scores take a logarithm); 1,000 hubs 35 ms / 75 ms; a set at the threshold about 20 ms.
 //! Equal-weight tables are built rank by rank from the top, so the first claim of a slot owns
 //! it and the scratch table holds a 16-bit member position per slot (2 MiB, about one core's L2
@@ -175,15 +176,15 @@
 //! (dpsd uses one thread per CPU). Tables depend only on which hubs are in a group, not on
 //! latency, and a set prepared again with [`HubSetBuilder::reusing`] carries every table whose
 //! group is unchanged over, rewritten into the new canonical indices when hubs were added or
-//! removed. Measured in one criterion run (10,000 hubs in 8 regions, load average about 4,
-//! other builds running):
+//! removed; the full set's table is then derived on every thread. Measured in the same quiet
+//! run (10,000 hubs in 8 regions):
 //!
 //! | Preparing 10,000 hubs | time |
 //! |---|---|
-//! | hashed, equal weights / weights 1-10 | 83 ms / 104 ms |
-//! | lowest latency, from scratch | 468 ms (466 ms on 2 threads: no idle core in that run) |
-//! | lowest latency again after a latency change (dpsd's probes) | 3.8 ms |
-//! | lowest latency again after adding a hub to one region (2 threads) | 119 ms |
+//! | hashed, equal weights / weights 1-10 | 62 ms / 85 ms |
+//! | lowest latency, from scratch, 1 thread / 2 threads | 411 ms / 214 ms |
+//! | lowest latency again after a latency change (dpsd's probes) | 3.3 ms |
+//! | lowest latency again after adding a hub to one region, 2 threads | 97 ms |
 //!
 //! So every re-preparation dpsd makes while running (a probe round) stays far under 100 ms, a hub
 //! change rebuilds two tables (its region's and, from the regions, the full set's), and the one

@@ -162,7 +162,7 @@ impl HubSetBuilder {
             && global.union_possible(&plans.groups().collect::<Vec<_>>())
         {
             table::fill_tables(&ranking, plans.groups_mut(), self.threads);
-            global.fill_as_union(&ranking, &plans.groups().collect::<Vec<_>>());
+            global.fill_as_union(&ranking, &plans.groups().collect::<Vec<_>>(), self.threads);
         }
         table::fill_tables(
             &ranking,

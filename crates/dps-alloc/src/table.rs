@@ -350,16 +350,38 @@ impl Group {
     /// Builds this pending group's table from the tables of `parts`, which partition its
     /// members: a slot's winner is the best of the parts' winners, one comparison per part
     /// instead of `ln n` claims per slot. The same table as building it directly.
-    pub(crate) fn fill_as_union(&mut self, ranking: &Ranking, parts: &[&Group]) {
-        let owner: Vec<u32> = (0..SLOTS as u32)
-            .map(|s| {
-                parts
-                    .iter()
-                    .filter_map(|p| p.best(ranking, s))
-                    .min()
-                    .map_or(u32::MAX, index_of)
+    /// On up to `threads` threads, each taking a range of slots.
+    pub(crate) fn fill_as_union(&mut self, ranking: &Ranking, parts: &[&Group], threads: usize) {
+        let winners = |slots: std::ops::Range<u32>| -> Vec<u32> {
+            slots
+                .map(|s| {
+                    parts
+                        .iter()
+                        .filter_map(|p| p.best(ranking, s))
+                        .min()
+                        .map_or(u32::MAX, index_of)
+                })
+                .collect()
+        };
+        let threads = threads.clamp(1, 16) as u32;
+        let owner: Vec<u32> = if threads == 1 {
+            winners(0..SLOTS as u32)
+        } else {
+            let step = (SLOTS as u32).div_ceil(threads);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let range = t * step..((t + 1) * step).min(SLOTS as u32);
+                        scope.spawn(move || winners(range))
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    // A worker only panics on a bug: pass it on.
+                    .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
             })
-            .collect();
+        };
         let table = if self
             .members
             .last()
