@@ -31,16 +31,7 @@ impl RedbStore {
     }
 
     pub(crate) async fn write_hub_identity(&self, id: HubIdentity) -> Result<()> {
-        let json = encode(&id)?;
-        self.write(WriteOp::PutDoc {
-            table: DocTable::HubIdentities,
-            scope: id.hub.to_string(),
-            key: id.device_id,
-            etag: None,
-            json,
-            cond: WriteCondition::Any,
-        })
-        .await
+        self.write(put_op(id)?).await
     }
 
     /// Queues a hub identity write without waiting for its commit: it is committed in the same
@@ -53,16 +44,7 @@ impl RedbStore {
     /// second commit per registration. An error here means the writer has stopped; a failure of
     /// the commit itself is not reported to this caller (the later write reports it).
     pub async fn queue_hub_identity(&self, id: HubIdentity) -> Result<()> {
-        let json = encode(&id)?;
-        self.queue(WriteOp::PutDoc {
-            table: DocTable::HubIdentities,
-            scope: id.hub.to_string(),
-            key: id.device_id,
-            etag: None,
-            json,
-            cond: WriteCondition::Any,
-        })
-        .await
+        self.queue(put_op(id)?).await
     }
 
     pub(crate) async fn remove_hub_identity(&self, hub: &str, device_id: &str) -> Result<()> {
@@ -113,4 +95,17 @@ impl RedbStore {
         })
         .await
     }
+}
+
+/// The unconditional write of `id`, keyed by (hub, device ID).
+fn put_op(id: HubIdentity) -> Result<WriteOp> {
+    let json = encode(&id)?;
+    Ok(WriteOp::PutDoc {
+        table: DocTable::HubIdentities,
+        scope: id.hub.to_string(),
+        key: id.device_id,
+        etag: None,
+        json,
+        cond: WriteCondition::Any,
+    })
 }
