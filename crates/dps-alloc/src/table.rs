@@ -212,21 +212,12 @@ impl Group {
         let (Some(t), Some(map)) = (self.table.as_deref(), self.remap.as_deref()) else {
             return self.clone();
         };
-        let wide = self
-            .members
-            .last()
-            .is_some_and(|&m| m > u32::from(u16::MAX));
         let owner = |old: u32| map.get(old as usize).copied().unwrap_or(u32::MAX);
-        let table = match (t, wide) {
-            (Table::Narrow(t), false) => {
-                Table::Narrow(t.iter().map(|&o| owner(u32::from(o)) as u16).collect())
-            }
-            (Table::Narrow(t), true) => {
-                Table::Wide(t.iter().map(|&o| owner(u32::from(o))).collect())
-            }
-            (Table::Wide(t), false) => Table::Narrow(t.iter().map(|&o| owner(o) as u16).collect()),
-            (Table::Wide(t), true) => Table::Wide(t.iter().map(|&o| owner(o)).collect()),
+        let owners: Vec<u32> = match t {
+            Table::Narrow(t) => t.iter().map(|&o| owner(u32::from(o))).collect(),
+            Table::Wide(t) => t.iter().map(|&o| owner(o)).collect(),
         };
+        let table = Table::of_owners(owners, &self.members);
         Self {
             members: self.members.clone(),
             table: Some(Arc::new(table)),
@@ -295,36 +286,8 @@ pub(crate) fn fill_tables<'a>(
 ) {
     let mut pending: Vec<&mut Group> = groups.into_iter().filter(|g| g.pending).collect();
     pending.sort_by_key(|g| std::cmp::Reverse(g.members.len()));
-    let threads = threads.clamp(1, pending.len().max(1));
-    let tables: Vec<Table> = if threads == 1 {
-        pending.iter().map(|g| build(ranking, &g.members)).collect()
-    } else {
-        let jobs: Vec<&[u32]> = pending.iter().map(|g| &*g.members).collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut done: Vec<(usize, Table)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut built = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(members) = jobs.get(i) else {
-                                break built;
-                            };
-                            built.push((i, build(ranking, members)));
-                        }
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                // A worker only panics if `build` does, which is a bug: pass it on.
-                .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        done.sort_by_key(|(i, _)| *i);
-        done.into_iter().map(|(_, t)| t).collect()
-    };
+    let jobs: Vec<&[u32]> = pending.iter().map(|g| &*g.members).collect();
+    let tables = map_on_threads(jobs.len(), threads, |i| build(ranking, jobs[i]));
     for (g, t) in pending.into_iter().zip(tables) {
         g.table = Some(Arc::new(t));
         g.pending = false;
@@ -363,34 +326,14 @@ impl Group {
                 })
                 .collect()
         };
-        let threads = threads.clamp(1, 16) as u32;
-        let owner: Vec<u32> = if threads == 1 {
-            winners(0..SLOTS as u32)
-        } else {
-            let step = (SLOTS as u32).div_ceil(threads);
-            std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..threads)
-                    .map(|t| {
-                        let range = t * step..((t + 1) * step).min(SLOTS as u32);
-                        scope.spawn(move || winners(range))
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    // A worker only panics on a bug: pass it on.
-                    .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            })
-        };
-        let table = if self
-            .members
-            .last()
-            .is_none_or(|&m| m <= u32::from(u16::MAX))
-        {
-            Table::Narrow(owner.into_iter().map(|i| i as u16).collect())
-        } else {
-            Table::Wide(owner.into_boxed_slice())
-        };
+        // One contiguous range of slots per thread, concatenated in order.
+        let chunks = threads.clamp(1, 16) as u32;
+        let step = (SLOTS as u32).div_ceil(chunks);
+        let owner: Vec<u32> = map_on_threads(chunks as usize, threads, |t| {
+            winners(t as u32 * step..((t as u32 + 1) * step).min(SLOTS as u32))
+        })
+        .concat();
+        let table = Table::of_owners(owner, &self.members);
         self.table = Some(Arc::new(table));
         self.pending = false;
     }
@@ -404,11 +347,52 @@ fn build(ranking: &Ranking, members: &[u32]) -> Table {
     } else {
         build_weighted(ranking, members)
     };
-    if members.last().is_none_or(|&m| m <= u32::from(u16::MAX)) {
-        Table::Narrow(owner.into_iter().map(|i| i as u16).collect())
-    } else {
-        Table::Wide(owner.into_boxed_slice())
+    Table::of_owners(owner, members)
+}
+
+impl Table {
+    /// The table of `owner` (a canonical index per slot) for a group of `members`: 16 bits an
+    /// entry when every member's index fits.
+    fn of_owners(owner: Vec<u32>, members: &[u32]) -> Self {
+        if members.last().is_none_or(|&m| m <= u32::from(u16::MAX)) {
+            Self::Narrow(owner.into_iter().map(|i| i as u16).collect())
+        } else {
+            Self::Wide(owner.into_boxed_slice())
+        }
     }
+}
+
+/// `(0..jobs).map(f)` on up to `threads` scoped threads (each taking the next job until none is
+/// left), in job order. The threads end before this returns.
+fn map_on_threads<T: Send>(jobs: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = threads.clamp(1, jobs.max(1));
+    if threads == 1 {
+        return (0..jobs).map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, T)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= jobs {
+                            break out;
+                        }
+                        out.push((i, f(i)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            // A worker only panics if `f` does, which is a bug: pass it on.
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, t)| t).collect()
 }
 
 /// Groups up to this size are built rank by rank ([`build_uniform_by_rank`]): member positions
