@@ -39,21 +39,10 @@ async fn dpsd_assigns_the_hub_its_custom_allocation_webhook_picks() {
         "payload": {"site": "line-7"}
     }))
     .await;
-    let dir = std::env::temp_dir().join(format!("dpsd-custom-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("webhook-ca.pem"), hook.ca_pem()).unwrap();
-    std::fs::write(
-        dir.join("dpsd.toml"),
-        format!(
+    let dpsd = Dpsd::with_scope(
+        "custom",
+        &format!(
             r#"
-[listen]
-https = "127.0.0.1:0"
-
-[storage]
-kind = "memory"
-data_dir = "./data"
-
 [[scope]]
 id_scope = "0ne00000C01"
 service_host_name = "localhost"
@@ -71,17 +60,13 @@ host_name = "hub-a.example.net"
 
 [[scope.hub]]
 host_name = "hub-b.example.net"
-
-[[scope.policy]]
-name = "{OWNER}"
-primary_key = "{OWNER_KEY}"
-rights = ["ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"]
 "#,
             url = hook.url("/api/allocate?code=fn-key-1")
         ),
+        &[("webhook-ca.pem", hook.ca_pem())],
+        &[],
     )
-    .unwrap();
-    let dpsd = Dpsd::start(&dir.join("dpsd.toml"), &[]).await;
+    .await;
 
     let admin = ServiceClient::from_connection_string(
         &format!(
@@ -158,5 +143,4 @@ rights = ["ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationSta
         Some("hub-b.example.net")
     );
     drop(dpsd);
-    let _ = std::fs::remove_dir_all(&dir);
 }

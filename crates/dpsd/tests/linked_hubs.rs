@@ -19,21 +19,10 @@ const HUB: &str = "hub-a.example.net";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dpsd_provisions_into_a_configured_azure_hub() {
     let hub = AzureRegistryServer::start(HUB).await;
-    let dir = std::env::temp_dir().join(format!("dpsd-hubs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("hub-ca.pem"), hub.ca_pem()).unwrap();
-    std::fs::write(
-        dir.join("dpsd.toml"),
-        format!(
+    let dpsd = Dpsd::with_scope(
+        "hubs",
+        &format!(
             r#"
-[listen]
-https = "127.0.0.1:0"
-
-[storage]
-kind = "memory"
-data_dir = "./data"
-
 [[scope]]
 id_scope = "0ne00000001"
 service_host_name = "localhost"
@@ -46,18 +35,10 @@ url = "{endpoint}"
 trust_root = "hub-ca.pem"
 timeout_ms = 3000
 retries = 1
-
-[[scope.policy]]
-name = "{OWNER}"
-primary_key = "{OWNER_KEY}"
-rights = ["ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"]
 "#,
             endpoint = hub.endpoint()
         ),
-    )
-    .unwrap();
-    let dpsd = Dpsd::start(
-        &dir.join("dpsd.toml"),
+        &[("hub-ca.pem", hub.ca_pem())],
         &[("DPSD_TEST_HUB_CONNECTION_STRING", hub.connection_string())],
     )
     .await;
@@ -104,5 +85,4 @@ rights = ["ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationSta
     assert_eq!(twin["tags"]["fleet"], "north");
     assert_eq!(twin["properties"]["desired"]["fw"], "1.2");
     drop(dpsd);
-    let _ = std::fs::remove_dir_all(&dir);
 }

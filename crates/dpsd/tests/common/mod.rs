@@ -1,10 +1,13 @@
 //! Runs the dpsd binary for the integration tests: from a config file, with the listeners on
 //! free ports, reading the HTTPS port and the development trust root from its banner. The
-//! process is killed when the handle is dropped, so a failed test leaves nothing running.
+//! process is killed (and its directory removed) when the handle is dropped, so a failed test
+//! leaves nothing running.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use dps_testkit::{OWNER, OWNER_KEY};
 
 /// A running dpsd.
 pub struct Dpsd {
@@ -13,6 +16,8 @@ pub struct Dpsd {
     pub port: u16,
     /// The path of its development CA certificate (PEM).
     pub ca: String,
+    /// A directory of its own, removed on drop.
+    dir: Option<PathBuf>,
 }
 
 impl Dpsd {
@@ -36,6 +41,7 @@ impl Dpsd {
             child,
             port: 0,
             ca: String::new(),
+            dir: None,
         };
         let banner = tokio::task::spawn_blocking(move || {
             let mut lines = Vec::new();
@@ -67,9 +73,52 @@ impl Dpsd {
     }
 }
 
+impl Dpsd {
+    /// Starts dpsd in a fresh directory named after `name`, holding `files` (name, contents)
+    /// and a `dpsd.toml` of an HTTPS listener, the memory store, `scope` (a `[[scope]]` table
+    /// and its sub-tables) and the scope's owner policy ([`OWNER`]).
+    pub async fn with_scope(
+        name: &str,
+        scope: &str,
+        files: &[(&str, &str)],
+        env: &[(&str, String)],
+    ) -> Self {
+        let dir = std::env::temp_dir().join(format!("dpsd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test directory");
+        for (file, contents) in files {
+            std::fs::write(dir.join(file), contents).expect("test file");
+        }
+        let config = format!(
+            r#"
+[listen]
+https = "127.0.0.1:0"
+
+[storage]
+kind = "memory"
+data_dir = "./data"
+
+{scope}
+
+[[scope.policy]]
+name = "{OWNER}"
+primary_key = "{OWNER_KEY}"
+rights = ["ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"]
+"#
+        );
+        std::fs::write(dir.join("dpsd.toml"), config).expect("config file");
+        let mut dpsd = Self::start(&dir.join("dpsd.toml"), env).await;
+        dpsd.dir = Some(dir);
+        dpsd
+    }
+}
+
 impl Drop for Dpsd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
