@@ -196,6 +196,29 @@ impl HubKey {
         )
     }
 
+    /// What [`HubKey::slot_of_rank`] computes once for the `2^HALF` ranks that share their top
+    /// half `top`: the first inverse round and the sub-rank.
+    #[inline(always)]
+    pub(crate) fn rank_block(&self, top: u32) -> RankBlock {
+        let t = self.round(ROUNDS - 1, u64::from(top));
+        RankBlock {
+            top: u64::from(top),
+            mask: t >> (64 - HALF),
+            sub: (t >> (64 - HALF - SUB_BITS)) & SUB_MASK,
+        }
+    }
+
+    /// What [`HubKey::slot_of_rank`] needs after [`HubKey::rank_block`]: the last two rounds.
+    #[inline(always)]
+    pub(crate) fn inner(&self) -> InnerRounds {
+        InnerRounds {
+            a1: self.a[1],
+            b1: self.b[1],
+            a0: self.a[0],
+            b0: self.b[0],
+        }
+    }
+
     /// The weighted score of a refined rank: `-log2(u) / weight` in fixed point, where
     /// `u = (2X + 1) / 2^(X_BITS + 1)` is uniform in (0, 1). Lower is better; it never rises as
     /// `X` grows (the logarithm is non-decreasing and the division monotone).
@@ -228,6 +251,52 @@ impl HubKey {
         (lo, safe)
     }
 }
+
+/// The last two rounds of one hub's permutation, inverted: see [`HubKey::inner`]. Half the size
+/// of a [`HubKey`], so that a table builder's working set stays in cache.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InnerRounds {
+    a1: u64,
+    b1: u64,
+    a0: u64,
+    b0: u64,
+}
+
+// [`InnerRounds::slot`] is written out for the three rounds.
+const _: () = assert!(ROUNDS == 3);
+
+impl InnerRounds {
+    /// The slot of rank `block.top << HALF | low`: [`HubKey::slot_of_rank`] after
+    /// [`HubKey::rank_block`], one multiply fewer. Its refined rank is
+    /// [`RankBlock::x`]`(low)`.
+    #[inline(always)]
+    pub(crate) fn slot(&self, block: &RankBlock, low: u32) -> u32 {
+        let u = u64::from(low) ^ block.mask;
+        let v = block.top ^ (self.a1.wrapping_mul(u).wrapping_add(self.b1) >> (64 - HALF));
+        let w = u ^ (self.a0.wrapping_mul(v).wrapping_add(self.b0) >> (64 - HALF));
+        ((w << HALF) | v) as u32
+    }
+}
+
+/// One hub's ranks `top << HALF ..` (`2^HALF` of them) in the middle of inverting its
+/// permutation: see [`HubKey::rank_block`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RankBlock {
+    top: u64,
+    mask: u64,
+    sub: u64,
+}
+
+impl RankBlock {
+    /// The refined rank `X` of rank `top << HALF | low`.
+    #[inline(always)]
+    pub(crate) fn x(&self, low: u32) -> u64 {
+        (((self.top << HALF) | u64::from(low)) << SUB_BITS) | self.sub
+    }
+}
+
+/// Ranks per [`RankBlock`].
+pub(crate) const BLOCK_RANKS: u32 = 1 << HALF;
 
 /// The total order of candidates for one slot, as one integer (lower wins): the weighted score
 /// `q` (0 for all when every hub of the set has the same weight: the order is then the same),
@@ -378,6 +447,21 @@ mod tests {
                 let q = k.weighted(x);
                 assert!(q <= prev, "w={w} x={x}");
                 prev = q;
+            }
+        }
+    }
+
+    #[test]
+    fn rank_blocks_invert_like_slot_of_rank() {
+        for host in ["hub-a.example.net", "hub-b.example.net"] {
+            let k = HubKey::new(7, host, 1);
+            for top in [0, 1, 511, BLOCK_RANKS - 1] {
+                let block = k.rank_block(top);
+                for low in 0..BLOCK_RANKS {
+                    let rank = (top << HALF) | low;
+                    let (s, x) = k.slot_of_rank(rank);
+                    assert_eq!((k.inner().slot(&block, low), block.x(low)), (s, x));
+                }
             }
         }
     }

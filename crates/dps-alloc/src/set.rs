@@ -161,13 +161,15 @@ impl HubSetBuilder {
         if let Some(plans) = &mut latency
             && global.union_possible(&plans.groups().collect::<Vec<_>>())
         {
-            table::fill_tables(&ranking, plans.groups_mut(), self.threads);
+            table::fill_tables(&ranking, plans.groups_mut(), self.threads, true);
             global.fill_as_union(&ranking, &plans.groups().collect::<Vec<_>>(), self.threads);
+            plans.groups_mut().for_each(Group::forget_refined);
         }
         table::fill_tables(
             &ranking,
             std::iter::once(&mut global).chain(latency.iter_mut().flat_map(Plans::groups_mut)),
             self.threads,
+            false,
         );
         HubSet {
             inner: Arc::new(Inner {

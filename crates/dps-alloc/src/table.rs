@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::score::{HubKey, SLOT_BITS, SLOTS, order_key};
+use crate::score::{BLOCK_RANKS, HubKey, InnerRounds, RankBlock, SLOT_BITS, SLOTS, order_key};
 
 /// Groups of at most this many hubs of equal weight are scored directly instead of through a
 /// table (unless configured otherwise): about 4 ns per hub against one table read.
@@ -139,6 +139,9 @@ pub(crate) struct Group {
     /// Set on a group carried over from an earlier ranking whose table is still in that
     /// ranking's canonical indices: `map[old] = new`. Only [`Group::planned`] sees such groups.
     remap: Option<Arc<[u32]>>,
+    /// Each slot's refined rank for its owner, kept from building an equal-weight table when
+    /// [`fill_tables`] was asked to, until [`Group::fill_as_union`] has read it.
+    refined: Option<Arc<[u32]>>,
 }
 
 #[derive(Clone)]
@@ -159,12 +162,13 @@ impl Group {
     #[cfg(test)]
     pub(crate) fn with_direct_max(ranking: &Ranking, members: Vec<u32>, direct_max: usize) -> Self {
         debug_assert!(members.windows(2).all(|w| w[0] < w[1]));
-        let table = (members.len() > direct_max).then(|| Arc::new(build(ranking, &members)));
+        let table = (members.len() > direct_max).then(|| Arc::new(build(ranking, &members).0));
         Self {
             members: members.into_boxed_slice(),
             table,
             pending: false,
             remap: None,
+            refined: None,
         }
     }
 
@@ -183,6 +187,7 @@ impl Group {
                 table: None,
                 pending: wants_table,
                 remap: None,
+                refined: None,
             },
         }
     }
@@ -204,6 +209,7 @@ impl Group {
             table: self.table.clone(),
             pending: false,
             remap: self.table.as_ref().map(|_| map.clone()),
+            refined: None,
         })
     }
 
@@ -223,6 +229,7 @@ impl Group {
             table: Some(Arc::new(table)),
             pending: false,
             remap: None,
+            refined: None,
         }
     }
 
@@ -233,6 +240,7 @@ impl Group {
             table: None,
             pending: false,
             remap: None,
+            refined: None,
         }
     }
 
@@ -278,18 +286,21 @@ impl Group {
 
 /// Builds the tables [`Group::planned`] left pending, the largest first, on up to `threads`
 /// threads (scoped: they end before this returns). The tables are the same whatever the
-/// number of threads.
+/// number of threads. With `for_union`, the groups keep what [`Group::fill_as_union`] can use
+/// (until [`Group::forget_refined`]).
 pub(crate) fn fill_tables<'a>(
     ranking: &Ranking,
     groups: impl IntoIterator<Item = &'a mut Group>,
     threads: usize,
+    for_union: bool,
 ) {
     let mut pending: Vec<&mut Group> = groups.into_iter().filter(|g| g.pending).collect();
     pending.sort_by_key(|g| std::cmp::Reverse(g.members.len()));
     let jobs: Vec<&[u32]> = pending.iter().map(|g| &*g.members).collect();
     let tables = map_on_threads(jobs.len(), threads, |i| build(ranking, jobs[i]));
-    for (g, t) in pending.into_iter().zip(tables) {
+    for (g, (t, refined)) in pending.into_iter().zip(tables) {
         g.table = Some(Arc::new(t));
+        g.refined = refined.filter(|_| for_union).map(Arc::from);
         g.pending = false;
     }
 }
@@ -313,14 +324,20 @@ impl Group {
     /// Builds this pending group's table from the tables of `parts`, which partition its
     /// members: a slot's winner is the best of the parts' winners, one comparison per part
     /// instead of `ln n` claims per slot. The same table as building it directly.
-    /// On up to `threads` threads, each taking a range of slots.
+    /// On up to `threads` threads, each taking a range of slots. A part whose refined ranks
+    /// were kept ([`fill_tables`] `for_union`) is compared without scoring its winner again.
     pub(crate) fn fill_as_union(&mut self, ranking: &Ranking, parts: &[&Group], threads: usize) {
+        let best = |p: &Group, s: u32| match (p.table_pick(s), p.refined.as_deref()) {
+            // Kept only for equal weights, where the weighted score is left out of the key.
+            (Some(i), Some(x)) => Some(order_key(0, u64::from(x[s as usize]), i)),
+            _ => p.best(ranking, s),
+        };
         let winners = |slots: std::ops::Range<u32>| -> Vec<u32> {
             slots
                 .map(|s| {
                     parts
                         .iter()
-                        .filter_map(|p| p.best(ranking, s))
+                        .filter_map(|p| best(p, s))
                         .min()
                         .map_or(u32::MAX, index_of)
                 })
@@ -337,17 +354,22 @@ impl Group {
         self.table = Some(Arc::new(table));
         self.pending = false;
     }
+
+    /// Drops what [`fill_tables`] kept for [`Group::fill_as_union`] (4 MiB a table).
+    pub(crate) fn forget_refined(&mut self) {
+        self.refined = None;
+    }
 }
 
-fn build(ranking: &Ranking, members: &[u32]) -> Table {
-    let owner = if ranking.uniform && members.len() <= BY_RANK_MAX {
-        build_uniform_by_rank(ranking, members)
-    } else if ranking.uniform {
-        build_uniform(ranking, members)
+/// A group's table, and each slot's refined rank when the builder has it at no extra cost.
+fn build(ranking: &Ranking, members: &[u32]) -> (Table, Option<Vec<u32>>) {
+    let (owner, refined) = if ranking.uniform {
+        let (owner, refined) = build_uniform_by_rank(ranking, members);
+        (owner, Some(refined))
     } else {
-        build_weighted(ranking, members)
+        (build_weighted(ranking, members), None)
     };
-    Table::of_owners(owner, members)
+    (Table::of_owners(owner, members), refined)
 }
 
 impl Table {
@@ -395,73 +417,94 @@ fn map_on_threads<T: Send>(jobs: usize, threads: usize, f: impl Fn(usize) -> T +
     done.into_iter().map(|(_, t)| t).collect()
 }
 
-/// Groups up to this size are built rank by rank ([`build_uniform_by_rank`]): member positions
-/// and a flag fit in 16 bits.
-const BY_RANK_MAX: usize = (1 << 15) - 2;
-
 /// Equal weights, rank by rank from the top: the first claim to reach a slot has its highest
-/// rank, so the slot's owner needs no comparison, and the working table holds a 16-bit member
-/// position per slot (2 MiB, about a core's L2 cache) instead of a 64-bit order key (8 MiB).
-/// Claims of one rank that meet in a slot compare their refined ranks (then the lower index
-/// wins). The same `ln n` claims per slot as [`build_uniform`], and the same table.
-fn build_uniform_by_rank(ranking: &Ranking, members: &[u32]) -> Vec<u32> {
-    /// Set on a slot claimed at the rank being walked.
-    const FRESH: u16 = 1 << 15;
-    debug_assert!(members.len() <= BY_RANK_MAX);
-    let n = members.len() as u64;
-    let per_hub = (claims_milli(members.len()) << SLOT_BITS).div_ceil(1000 * n);
+/// rank, so the slot's owner needs no comparison. Returns each slot's owner and its refined rank
+/// there (the low 32 bits of the order key, for [`Group::fill_as_union`]).
+///
+/// The loop that makes the claims has no data-dependent branch and reads only a bitset of taken
+/// slots (128 KiB, within a core's L2 cache) and its own small arrays: each rank's claims of
+/// free slots are appended to a list (the cursor moves by the claim's outcome), and only the
+/// list writes the working table (8 MiB: refined rank and position per slot), about once per
+/// slot. A hub's ranks go in blocks that share their top half ([`HubKey::rank_block`]), one
+/// multiply fewer per claim. Claims of one rank that meet in a free slot (rare) compare their
+/// sub-ranks, then the lower position wins. The same claims as [`build_uniform`], and the same
+/// table.
+fn build_uniform_by_rank(ranking: &Ranking, members: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    debug_assert!(members.len() < u32::MAX as usize);
+    let m = members.len();
+    let per_hub = (claims_milli(m) << SLOT_BITS).div_ceil(1000 * m as u64);
     let first = (SLOTS as u64).saturating_sub(per_hub) as u32;
     let keys: Vec<HubKey> = members.iter().map(|&i| ranking.keys[i as usize]).collect();
-    // Member position + 1; 0 is unclaimed.
-    let mut owner = vec![0u16; SLOTS];
-    let mut fresh = vec![0u32; keys.len()];
-    const BATCH: usize = 64;
-    let mut slots = [0u32; BATCH];
-    let mut xs = [0u64; BATCH];
-    for rank in (first..SLOTS as u32).rev() {
-        let mut claimed = 0;
-        // The slots of a batch are computed first, so that their cache misses overlap.
-        for (b, batch) in keys.chunks(BATCH).enumerate() {
-            for (j, k) in batch.iter().enumerate() {
-                (slots[j], xs[j]) = k.slot_of_rank(rank);
+    let inner: Vec<InnerRounds> = keys.iter().map(HubKey::inner).collect();
+    let mut blocks = vec![RankBlock::default(); m];
+    let mut taken = vec![0u64; SLOTS / 64];
+    let mut slots = vec![0u32; m];
+    // The claims of free slots at the rank being walked: slot and member position.
+    let mut fresh = vec![(0u32, 0u32); m];
+    // Per slot: the winning claim's refined rank << 32 | member position + 1 (0: unclaimed).
+    let mut packed = vec![0u64; SLOTS];
+    for top in (first / BLOCK_RANKS..SLOTS as u32 / BLOCK_RANKS).rev() {
+        for (b, k) in blocks.iter_mut().zip(&keys) {
+            *b = k.rank_block(top);
+        }
+        let lowest = first.saturating_sub(top * BLOCK_RANKS);
+        for low in (lowest..BLOCK_RANKS).rev() {
+            for ((s, k), b) in slots.iter_mut().zip(&inner).zip(&blocks) {
+                *s = k.slot(b, low);
             }
-            for (j, (&s, &x)) in slots.iter().zip(&xs).take(batch.len()).enumerate() {
-                let p = (b * BATCH + j) as u16;
-                let o = &mut owner[s as usize];
-                let was = *o;
-                if was & FRESH != 0 {
-                    // Another member claimed this slot at this rank (a lower position).
-                    let (_, other) = keys[usize::from((was & !FRESH) - 1)].slot_of_rank(rank);
-                    if x > other {
-                        *o = (p + 1) | FRESH;
-                    }
-                } else {
-                    let take = was == 0;
-                    *o = if take { (p + 1) | FRESH } else { was };
-                    fresh[claimed] = s;
-                    claimed += usize::from(take);
+            let mut claimed = 0;
+            for (j, &s) in slots.iter().enumerate() {
+                let free = taken[(s >> 6) as usize] & (1u64 << (s & 63)) == 0;
+                fresh[claimed] = (s, j as u32);
+                claimed += usize::from(free);
+            }
+            for &(s, p) in &fresh[..claimed] {
+                let (word, bit) = ((s >> 6) as usize, 1u64 << (s & 63));
+                let x = blocks[p as usize].x(low) as u32;
+                let e = (u64::from(x) << 32) | u64::from(p + 1);
+                if taken[word] & bit == 0 {
+                    taken[word] |= bit;
+                    packed[s as usize] = e;
+                } else if e >> 32 > packed[s as usize] >> 32 {
+                    packed[s as usize] = e;
                 }
             }
         }
-        for &s in &fresh[..claimed] {
-            owner[s as usize] &= !FRESH;
+    }
+    let mut owner = vec![u32::MAX; SLOTS];
+    let mut refined = vec![0u32; SLOTS];
+    for ((o, r), &e) in owner.iter_mut().zip(refined.iter_mut()).zip(&packed) {
+        if e != 0 {
+            *o = members[(e as u32 - 1) as usize];
+            *r = (e >> 32) as u32;
         }
     }
-    owner
-        .iter()
-        .enumerate()
-        .map(|(s, &o)| match o {
-            0 => ranking
-                .pick(members.iter().copied(), s as u32)
-                .unwrap_or(u32::MAX),
-            o => members[usize::from(o) - 1],
-        })
-        .collect()
+    drop(packed);
+    // The slots nobody claimed: score every member (the highest refined rank, then the lowest
+    // position, wins).
+    for (s, (o, r)) in owner.iter_mut().zip(refined.iter_mut()).enumerate() {
+        if *o == u32::MAX {
+            let (mut best, mut at) = (0, 0);
+            for (j, k) in keys.iter().enumerate() {
+                let x = k.x_of_slot(s as u32);
+                if x > best {
+                    (best, at) = (x, j);
+                }
+            }
+            *o = members[at];
+            *r = best as u32;
+        }
+    }
+    (owner, refined)
 }
 
+/// The reference for [`build_uniform_by_rank`], in tests: the same claims, each kept if it beats
+/// the slot's best so far.
+///
 /// Equal weights: the order is the higher refined rank `x`, then the lower index, packed as
 /// `!x << 32 | index` (lower wins). Each hub claims its `t` best ranks; a slot whose best
 /// claim has rank `>= M - t` is settled, since every pair at or above that rank was claimed.
+#[cfg(test)]
 fn build_uniform(ranking: &Ranking, members: &[u32]) -> Vec<u32> {
     let n = members.len() as u64;
     let per_hub = (claims_milli(members.len()) << SLOT_BITS).div_ceil(1000 * n);
@@ -494,6 +537,7 @@ fn build_uniform(ranking: &Ranking, members: &[u32]) -> Vec<u32> {
 /// The updates are random accesses into a table larger than the L2 cache. They go in batches,
 /// after the batch's slots are computed, and without a data-dependent branch, so that many cache
 /// misses are in flight at once instead of one per mispredicted branch.
+#[cfg(test)]
 #[inline(always)]
 fn claim(best: &mut [u64], first: u32, claim: impl Fn(u32) -> (u32, u64)) {
     claim_with(best, first, claim, u64::min);
@@ -613,7 +657,7 @@ mod tests {
             let r = ranking(n, |_| 1);
             // Every other hub, so positions and canonical indices differ.
             let members: Vec<u32> = (0..n as u32).step_by(2).collect();
-            let by_rank = build_uniform_by_rank(&r, &members);
+            let (by_rank, refined) = build_uniform_by_rank(&r, &members);
             assert_eq!(by_rank, build_uniform(&r, &members), "n={n}");
             for s in (0..SLOTS as u32).step_by(997) {
                 assert_eq!(
@@ -622,6 +666,29 @@ mod tests {
                     "n={n} slot={s}"
                 );
             }
+            // The refined rank kept for every slot is its owner's.
+            for (s, (&o, &x)) in by_rank.iter().zip(&refined).enumerate() {
+                assert_eq!(
+                    u64::from(x),
+                    r.keys[o as usize].x_of_slot(s as u32),
+                    "n={n} slot={s}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_indices_beyond_16_bits_get_a_wide_table() {
+        let r = ranking(70_000, |_| 1);
+        let members: Vec<u32> = (0..70_000u32).step_by(70).collect();
+        let g = Group::new(&r, members.clone());
+        assert!(matches!(g.table.as_deref(), Some(Table::Wide(_))));
+        for s in (0..SLOTS as u32).step_by(4_099) {
+            assert_eq!(
+                g.table_pick(s),
+                r.pick(members.iter().copied(), s),
+                "slot {s}"
+            );
         }
     }
 
