@@ -124,6 +124,16 @@ fn rebuild(c: &mut Criterion) {
                 .build()
         });
     });
+    // A dpsd node without a client-address table: requests come from its own region only, so
+    // only that region's tie set gets a table (plus the full set's).
+    g.bench_function("lowest_latency_from_the_local_region_2_threads", |b| {
+        b.iter(|| {
+            HubSet::builder(black_box(equal.clone()))
+                .lowest_latency(latency().with_sources(Vec::<String>::new()))
+                .threads(2)
+                .build()
+        });
+    });
     // What a latency probe does when the figures change: same hubs, new tie sets.
     let previous = HubSet::builder(equal.clone())
         .lowest_latency(latency())

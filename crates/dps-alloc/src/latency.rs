@@ -131,6 +131,11 @@ pub struct LowestLatencyConfig {
     pub tolerance: Tolerance,
     /// The region of this node, used when a request carries no source region.
     pub local_region: Option<String>,
+    /// The source regions requests can carry besides the local region, when the caller knows
+    /// them all (dpsd does: its client-address table). `None`: any region may be a source.
+    /// Only these sources' tie groups get tables; a request from another source region gets the
+    /// same answer, by scoring its tie groups directly (microseconds, not nanoseconds).
+    pub sources: Option<Vec<String>>,
 }
 
 impl LowestLatencyConfig {
@@ -152,6 +157,22 @@ impl LowestLatencyConfig {
     pub fn with_local_region(mut self, region: impl Into<String>) -> Self {
         self.local_region = Some(region.into());
         self
+    }
+
+    /// Declares every source region requests can carry besides the local region (see
+    /// [`LowestLatencyConfig::sources`]): preparing a set then builds tables only for theirs.
+    pub fn with_sources<S: Into<String>>(mut self, regions: impl IntoIterator<Item = S>) -> Self {
+        self.sources = Some(regions.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether requests from `region` (lower-cased) are expected.
+    fn expects(&self, region: &str) -> bool {
+        let is = |r: &String| r.eq_ignore_ascii_case(region);
+        match &self.sources {
+            None => true,
+            Some(sources) => sources.iter().any(is) || self.local_region.iter().any(is),
+        }
     }
 }
 
@@ -270,9 +291,12 @@ impl Plans {
             })
             .collect();
 
-        // Only groups some plan picks among need a table.
+        // Only groups some expected source's plan picks among need a table.
         let mut needed = vec![false; group_regions.len()];
-        for p in &by_source {
+        for (p, source) in by_source.iter().zip(&regions) {
+            if !config.expects(source) {
+                continue;
+            }
             if let Plan::Tie { tie, .. } = p {
                 for &g in tie.iter() {
                     needed[g as usize] = true;

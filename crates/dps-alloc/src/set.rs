@@ -640,6 +640,49 @@ mod tests {
     }
 
     #[test]
+    fn declared_sources_get_tables_and_every_source_the_same_answers() {
+        use crate::{LatencyMap, LowestLatencyConfig};
+        let regional: Vec<Hub> = hubs(96, |_| 1)
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| h.with_region(format!("r{}", i % 3)))
+            .collect();
+        let mut m = LatencyMap::new();
+        for (a, b) in [("r0", "r1"), ("r0", "r2"), ("r1", "r2")] {
+            m.insert_symmetric(a, b, 40_000);
+        }
+        let config = LowestLatencyConfig::new(m).with_local_region("r0");
+        let every = HubSet::builder(regional.clone())
+            .lowest_latency(config.clone())
+            .build();
+        let tables = |s: &HubSet| {
+            s.inner
+                .latency
+                .as_ref()
+                .map_or(0, |p| p.groups().filter(|g| g.has_table()).count())
+        };
+        assert_eq!(tables(&every), 3);
+        for (sources, want) in [(vec![], 1), (vec!["R2"], 2), (vec!["r0", "r1", "r2"], 3)] {
+            let declared = HubSet::builder(regional.clone())
+                .lowest_latency(config.clone().with_sources(sources.clone()))
+                .build();
+            assert_eq!(tables(&declared), want, "sources {sources:?}");
+            for i in 0..1_000 {
+                let id = format!("device-{i}");
+                for source in [None, Some("r1"), Some("r2"), Some("elsewhere")] {
+                    let req =
+                        Request::new(AllocationPolicy::GeoLatency, &id).with_source_region(source);
+                    assert_eq!(
+                        every.allocate_with(&req).map(|h| &h.host),
+                        declared.allocate_with(&req).map(|h| &h.host),
+                        "sources {sources:?}, from {source:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn reusing_shares_tables_and_changes_nothing() {
         use crate::{LatencyMap, LowestLatencyConfig};
         let regional: Vec<Hub> = hubs(64, |_| 1)

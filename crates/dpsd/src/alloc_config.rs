@@ -179,7 +179,11 @@ impl AllocationSection {
         }
         let tolerance = Tolerance::percent(self.tolerance_percent.unwrap_or(10))
             .at_least_micros(self.tolerance_ms.saturating_mul(1_000));
-        let mut c = LowestLatencyConfig::new(map).with_tolerance(tolerance);
+        // Requests carry the local region or one from the client-address table, nothing else:
+        // only those sources' tie groups need tables.
+        let mut c = LowestLatencyConfig::new(map)
+            .with_tolerance(tolerance)
+            .with_sources(self.source_region.iter().map(|e| e.region.clone()));
         c.local_region = self.region.clone();
         Some(c)
     }
@@ -326,6 +330,7 @@ timeout_secs = 5
         let l = sc.hubs.lowest_latency_config().unwrap();
         assert_eq!(l.latency.latency("eastus", "westeurope"), Some(80_000));
         assert_eq!(l.local_region.as_deref(), Some("westeurope"));
+        assert_eq!(l.sources.as_deref(), Some(&["eastus".to_owned()][..]));
         assert_eq!(
             sc.source_regions.region_of("198.51.100.9".parse().unwrap()),
             Some("eastus")
