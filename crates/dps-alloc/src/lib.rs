@@ -134,8 +134,10 @@
 //! region is unknown. A region is 0 µs from itself unless the map says otherwise.
 //!
 //! Preparing the set computes the tie set of every known source region (tie sets are unions of
-//! regions, since latency is per region) and a table for every region in some tie set that has
-//! more than half as many hubs as are scored directly. A lookup with one tie region reads that
+//! regions, since latency is per region) and a table for every region that has more than half
+//! as many hubs as are scored directly and is in the tie set of a source region requests are
+//! expected from (all of them, unless [`LowestLatencyConfig::with_sources`] names them; others
+//! get the same answers, scored directly). A lookup with one tie region reads that
 //! region's table (or scores its few hubs); with several, it reads the full set's table and,
 //! when that choice is not in the tie set, each tie region's. Enrollment subsets are ranked on
 //! the fly. Without a [`LowestLatencyConfig`] ([`HubSetBuilder::lowest_latency`]), lowest
@@ -164,32 +166,45 @@
 //! Preparing 10,000 hubs takes 62 ms with equal weights and 85 ms with weights 1-10
 //! (the scores take a logarithm); 1,000 hubs 35 ms / 75 ms; a set at the threshold about 20 ms.
 //! Equal-weight tables are built rank by rank from the top, so the first claim of a slot owns
-//! it and the scratch table holds a 16-bit member position per slot (2 MiB, about one core's L2
-//! cache; weighted tables need 8 MiB of 64-bit keys). The build is bound by those random
-//! accesses, not by arithmetic: tabulating the permutation's rounds changed nothing measurable.
+//! it: whether a slot is taken lives in a 128 KiB bitset that stays in a core's L2 cache, the
+//! loop that makes the claims has no data-dependent branch, and only the winning claims (about
+//! one per slot) write the working table. Weighted tables keep a 64-bit key per slot (8 MiB)
+//! and update it on every claim, so they are bound by those random accesses, and slow down the
+//! most when other work competes for memory.
 //!
-//! With lowest latency configured, every region some source region ties to gets its own table
-//! (at more than half the threshold). Each needs about `2^20 * ln m` claims for its m hubs, so
-//! eight tables of 1,250 hubs are eight times the work of one of 10,000, and the full set's
-//! table is then derived from them (the best of the regions' winners per slot, exact) instead
-//! of being built from scratch. [`HubSetBuilder::threads`] builds the region tables in parallel
-//! (dpsd uses one thread per CPU). Tables depend only on which hubs are in a group, not on
-//! latency, and a set prepared again with [`HubSetBuilder::reusing`] carries every table whose
-//! group is unchanged over, rewritten into the new canonical indices when hubs were added or
-//! removed; the full set's table is then derived on every thread. Measured in the same quiet
-//! run (10,000 hubs in 8 regions):
+//! With lowest latency configured, every region some expected source region ties to gets its
+//! own table (at more than half the threshold). Each needs about `2^20 * ln m` claims for its
+//! m hubs, so eight tables of 1,250 hubs are eight times the work of one of 10,000, whatever
+//! the algorithm that claims; the full set's table is then derived from them (the best of the
+//! regions' winners per slot, compared by the ranks their builds kept) instead of being built
+//! from scratch. [`HubSetBuilder::threads`] builds the region tables in parallel (dpsd uses
+//! one thread per CPU). Only the source regions requests can carry need tables:
+//! [`LowestLatencyConfig::with_sources`] declares them (dpsd declares those of its
+//! client-address table, besides its own region), and a node without a client-address table
+//! prepares one region table. Tables depend only on which hubs are in a group, not on latency,
+//! and a set prepared again with [`HubSetBuilder::reusing`] carries every table whose group is
+//! unchanged over, rewritten into the new canonical indices when hubs were added or removed.
 //!
-//! | Preparing 10,000 hubs | time |
-//! |---|---|
-//! | hashed, equal weights / weights 1-10 | 62 ms / 85 ms |
-//! | lowest latency, from scratch, 1 thread / 2 threads | 411 ms / 214 ms |
-//! | lowest latency again after a latency change (dpsd's probes) | 3.3 ms |
-//! | lowest latency again after adding a hub to one region, 2 threads | 97 ms |
+//! Preparing 10,000 hubs in 8 regions, measured on the same VM under heavier load (one SHA-256
+//! 80 ns instead of 59; a hashed lookup of 10 hubs 42 ns instead of 14), in one run with the
+//! previous builder (a 2 MiB table of 16-bit positions read on every claim):
 //!
-//! So every re-preparation dpsd makes while running (a probe round) stays far under 100 ms, a hub
-//! change rebuilds two tables (its region's and, from the regions, the full set's), and the one
-//! expensive case is preparing many regions from nothing, once, at start. Each table is 2 MiB
-//! (4 MiB beyond 65,536 hubs); small sets have none.
+//! | Preparing 10,000 hubs | previous builder | this one | ratio |
+//! |---|---|---|---|
+//! | hashed, equal weights | 109 ms | 93 ms | 0.85 |
+//! | hashed, weights 1-10 (same builder) | 416 ms | 345 ms | 0.83 |
+//! | lowest latency from 8 source regions, 1 thread | 955 ms | 611 ms | 0.64 |
+//! | lowest latency from 8 source regions, 2 threads | 487 ms | 380 ms | 0.78 |
+//! | lowest latency from the local region only, 2 threads | (not possible) | 85 ms | |
+//! | again after a latency change (dpsd's probes) | 7.1 ms | 7.5 ms | 1.05 |
+//! | again after adding a hub to one region, 2 threads | 254 ms | 186 ms | 0.73 |
+//!
+//! On a quiet machine the previous builder took 62 ms (hashed), 411 / 214 ms (8 source regions,
+//! 1 / 2 threads), 3.3 ms after a latency change and 97 ms after adding a hub. So a probe round
+//! stays far under 100 ms, a hub change rebuilds two tables (its region's and, from the regions,
+//! the full set's), and the expensive case is a node that serves many source regions preparing
+//! all their tables from nothing, once, at start. Each table is 2 MiB (4 MiB beyond 65,536
+//! hubs); small sets have none.
 //!
 //! # Static and custom
 //!
