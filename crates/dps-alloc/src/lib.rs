@@ -186,18 +186,22 @@
 //! unchanged over, rewritten into the new canonical indices when hubs were added or removed.
 //!
 //! Preparing 10,000 hubs in 8 regions, measured on the same VM under heavier load (one SHA-256
-//! 80 ns instead of 59; a hashed lookup of 10 hubs 42 ns instead of 14), in one run with the
+//! 77 ns instead of 59; a hashed lookup of 10 hubs 42 ns instead of 14), in one run with the
 //! previous builder (a 2 MiB table of 16-bit positions read on every claim):
 //!
 //! | Preparing 10,000 hubs | previous builder | this one | ratio |
 //! |---|---|---|---|
-//! | hashed, equal weights | 109 ms | 93 ms | 0.85 |
-//! | hashed, weights 1-10 (same builder) | 416 ms | 345 ms | 0.83 |
-//! | lowest latency from 8 source regions, 1 thread | 955 ms | 611 ms | 0.64 |
-//! | lowest latency from 8 source regions, 2 threads | 487 ms | 380 ms | 0.78 |
-//! | lowest latency from the local region only, 2 threads | (not possible) | 85 ms | |
-//! | again after a latency change (dpsd's probes) | 7.1 ms | 7.5 ms | 1.05 |
-//! | again after adding a hub to one region, 2 threads | 254 ms | 186 ms | 0.73 |
+//! | hashed, equal weights | 157 ms | 67 ms | 0.43 |
+//! | hashed, weights 1-10 (same builder: noise) | 330 ms | 293 ms | 0.89 |
+//! | lowest latency from 8 source regions, 1 thread | 939 ms | 405 ms | 0.43 |
+//! | lowest latency from 8 source regions, 2 threads | 594 ms | 300 ms | 0.50 |
+//! | lowest latency from the local region only, 2 threads | (not possible) | 94 ms | |
+//! | again after a latency change (dpsd's probes) | 7.1 ms | 7.9 ms | 1.1 |
+//! | again after adding a hub to one region, 2 threads | 227 ms | 172 ms | 0.76 |
+//!
+//! The machine's load varied within the run: another run of the same pair measured 109 / 93 ms
+//! for the hashed row. Two threads gain less than twice here (405 to 300 ms): the VM's two
+//! cores share their caches with other work.
 //!
 //! On a quiet machine the previous builder took 62 ms (hashed), 411 / 214 ms (8 source regions,
 //! 1 / 2 threads), 3.3 ms after a latency change and 97 ms after adding a hub. So a probe round
