@@ -199,8 +199,8 @@
 //! | again after a latency change (dpsd's probes) | 7.1 ms | 7.9 ms | 1.1 |
 //! | again after adding a hub to one region, 2 threads | 227 ms | 172 ms | 0.76 |
 //!
-//! The machine's load varied within the run: another run of the same pair measured 109 / 93 ms
-//! for the hashed row. Two threads gain less than twice here (405 to 300 ms): the VM's two
+//! The machine's load varied within the run: another run measured the previous builder's hashed
+//! row at 109 ms. Two threads gain less than twice here (405 to 300 ms): the VM's two
 //! cores share their caches with other work.
 //!
 //! On a quiet machine the previous builder took 62 ms (hashed), 411 / 214 ms (8 source regions,
