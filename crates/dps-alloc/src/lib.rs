@@ -168,9 +168,11 @@
 //! Equal-weight tables are built rank by rank from the top, so the first claim of a slot owns
 //! it: whether a slot is taken lives in a 128 KiB bitset that stays in a core's L2 cache, the
 //! loop that makes the claims has no data-dependent branch, and only the winning claims (about
-//! one per slot) write the working table. Weighted tables keep a 64-bit key per slot (8 MiB)
-//! and update it on every claim, so they are bound by those random accesses, and slow down the
-//! most when other work competes for memory.
+//! one per slot) write the working table. Weighted tables keep a 64-bit key per slot (8 MiB);
+//! their claims go in 16 levels of rising score, and a slot is settled in a bitset once no
+//! later claim can beat it, so most claims never touch the table. Both are bound by random
+//! memory accesses more than by arithmetic, and slow down the most when other work competes
+//! for memory.
 //!
 //! With lowest latency configured, every region some expected source region ties to gets its
 //! own table (at more than half the threshold). Each needs about `2^20 * ln m` claims for its
@@ -192,7 +194,7 @@
 //! | Preparing 10,000 hubs | previous builder | this one | ratio |
 //! |---|---|---|---|
 //! | hashed, equal weights | 157 ms | 67 ms | 0.43 |
-//! | hashed, weights 1-10 (same builder: noise) | 330 ms | 293 ms | 0.89 |
+//! | hashed, weights 1-10 (levels; in a later run of the pair) | 421 / 392 ms | 237 / 212 ms | 0.55 |
 //! | lowest latency from 8 source regions, 1 thread | 939 ms | 405 ms | 0.43 |
 //! | lowest latency from 8 source regions, 2 threads | 594 ms | 300 ms | 0.50 |
 //! | lowest latency from the local region only, 2 threads | (not possible) | 94 ms | |

@@ -243,12 +243,16 @@ impl HubKey {
                 lo = mid + 1;
             }
         }
-        let safe = if lo < SLOTS as u32 {
-            self.weighted(u64::from(lo) << SUB_BITS)
+        (lo, self.floor_below(lo))
+    }
+
+    /// A score that no (slot, this hub) pair of a rank below `rank` beats (goes below).
+    pub(crate) fn floor_below(&self, rank: u32) -> u64 {
+        if rank < SLOTS as u32 {
+            self.weighted(u64::from(rank) << SUB_BITS)
         } else {
             self.weighted((1 << X_BITS) - 1)
-        };
-        (lo, safe)
+        }
     }
 }
 
