@@ -1,0 +1,146 @@
+//! Tables for hubs of different weights: claims in levels of rising score.
+
+use super::{Ranking, claims_milli};
+use crate::score::{HubKey, SLOTS};
+
+/// Packing of a weighted claim: `q >> Q_SHIFT` (43 bits), a tie flag and the index (20 bits).
+pub(super) const IDX_BITS: u32 = 20;
+pub(super) const TIE: u64 = 1 << IDX_BITS;
+pub(super) const Q_SHIFT: u32 = IDX_BITS + 1;
+/// Score levels of the weighted walk.
+const LEVELS: u64 = 16;
+
+/// Different weights: claims are the pairs whose weighted score is at most `theta`; a hub of
+/// weight `w` has a fraction `1 - 2^(-theta w / 2^58)`, about `theta w ln2 / 2^58`, of them.
+///
+/// The full order key is 128 bits; a table of those would double the memory traffic, so claims
+/// are packed in 64 bits as `q >> 21` (43 bits), a tie flag and the index (20 bits), lower
+/// wins. A strictly lower `q >> 21` means a strictly lower score, so a slot's minimum is exact
+/// unless two claims share its `q >> 21`; that raises the flag, and such slots (very rare) are
+/// scored directly, like the unsettled ones.
+///
+/// The claims go in [`LEVELS`] levels of rising score: each hub's rank range is cut in equal
+/// parts (scores are nearly linear in the rank near the top). After a level, every pair scoring
+/// below the least of the hubs' bounds for their unclaimed ranks has been claimed, so a slot
+/// whose best claim is below it is settled: it goes into a bitset (128 KiB, in a core's L2
+/// cache) and later claims of it are dropped before their score is computed or the 8 MiB table
+/// is touched. Most claims are such late claims; the others update the table in batches.
+pub(super) fn build_weighted(ranking: &Ranking, members: &[u32]) -> Vec<u32> {
+    debug_assert!(members.iter().all(|&i| i < 1 << IDX_BITS));
+    let theta = weighted_theta(ranking, members);
+    let keys: Vec<HubKey> = members.iter().map(|&i| ranking.keys[i as usize]).collect();
+    // Each hub's lowest claimed rank: the rank ranges are cut from here to the top.
+    let lowest: Vec<u32> = keys.iter().map(|k| k.threshold(theta).0).collect();
+    let mut cut: Vec<u32> = vec![SLOTS as u32; keys.len()];
+    let mut best = vec![u64::MAX; SLOTS];
+    let mut settled_bits = Bits::new();
+    // Slots claimed in earlier levels but not settled, each once (`queued`).
+    let (mut open, mut queued) = (Vec::new(), Bits::new());
+    // Claims of slots not settled, applied in batches: their loads of `best` are independent,
+    // so their cache misses overlap instead of each waiting behind a branch.
+    const BATCH: usize = 4096;
+    let mut pending: Vec<(u32, u64)> = Vec::with_capacity(BATCH);
+    let apply = |pending: &mut Vec<(u32, u64)>, best: &mut [u64], touched: &mut Vec<u32>| {
+        for &(s, new) in pending.iter() {
+            let b = &mut best[s as usize];
+            let tie = u64::from((*b ^ new) >> Q_SHIFT == 0) * TIE;
+            *b = (*b).min(new) | tie;
+            touched.push(s);
+        }
+        pending.clear();
+    };
+    let mut settled = 0;
+    for level in 1..=LEVELS {
+        let mut touched: Vec<u32> = Vec::new();
+        // Every pair scoring below `settled` has been claimed once this level is done.
+        settled = u64::MAX;
+        for (((k, &i), c), &low) in keys.iter().zip(members).zip(cut.iter_mut()).zip(&lowest) {
+            let span = u64::from(SLOTS as u32 - low);
+            let next = SLOTS as u32 - (span * level).div_ceil(LEVELS) as u32;
+            for rank in next..*c {
+                let (s, x) = k.slot_of_rank(rank);
+                if !settled_bits.get(s) {
+                    pending.push((s, ((k.weighted(x) >> Q_SHIFT) << Q_SHIFT) | u64::from(i)));
+                    if pending.len() == BATCH {
+                        apply(&mut pending, &mut best, &mut touched);
+                    }
+                }
+            }
+            *c = next;
+            settled = settled.min(k.floor_below(next));
+        }
+        apply(&mut pending, &mut best, &mut touched);
+        // Settle what is now below the bound; keep the rest open, once each.
+        let bound = settled >> Q_SHIFT;
+        for &s in &open {
+            queued.clear(s);
+        }
+        let mut still_open = Vec::new();
+        for &s in open.iter().chain(&touched) {
+            if settled_bits.get(s) || queued.get(s) {
+                continue;
+            }
+            if best[s as usize] >> Q_SHIFT < bound {
+                settled_bits.set(s);
+            } else {
+                queued.set(s);
+                still_open.push(s);
+            }
+        }
+        open = still_open;
+    }
+    weighted_owners(ranking, members, &best, settled >> Q_SHIFT)
+}
+
+/// The score bound of a weighted build: about `ln n` claims per slot.
+pub(super) fn weighted_theta(ranking: &Ranking, members: &[u32]) -> u64 {
+    let total_weight: u64 = members
+        .iter()
+        .map(|&i| u64::from(ranking.keys[i as usize].weight))
+        .sum();
+    ((u128::from(claims_milli(members.len())) << 58) / (u128::from(total_weight) * 693))
+        .min(u128::from(u64::MAX)) as u64
+}
+
+/// Each slot's owner from its packed best claim: exact below `settled` (coarse) without a tie,
+/// else scored directly.
+pub(super) fn weighted_owners(
+    ranking: &Ranking,
+    members: &[u32],
+    best: &[u64],
+    settled: u64,
+) -> Vec<u32> {
+    best.iter()
+        .enumerate()
+        .map(|(s, &b)| {
+            if b >> Q_SHIFT < settled && b & TIE == 0 {
+                (b & (TIE - 1)) as u32
+            } else {
+                ranking
+                    .pick(members.iter().copied(), s as u32)
+                    .unwrap_or(u32::MAX)
+            }
+        })
+        .collect()
+}
+
+/// One bit per slot (128 KiB).
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new() -> Self {
+        Self(vec![0; SLOTS / 64])
+    }
+    #[inline(always)]
+    fn get(&self, s: u32) -> bool {
+        self.0[(s >> 6) as usize] & (1 << (s & 63)) != 0
+    }
+    #[inline(always)]
+    fn set(&mut self, s: u32) {
+        self.0[(s >> 6) as usize] |= 1 << (s & 63);
+    }
+    #[inline(always)]
+    fn clear(&mut self, s: u32) {
+        self.0[(s >> 6) as usize] &= !(1 << (s & 63));
+    }
+}
