@@ -185,15 +185,9 @@ impl HubKey {
     /// [`HubKey::x_of_slot`].
     #[inline(always)]
     pub(crate) fn slot_of_rank(&self, rank: u32) -> (u32, u64) {
-        let (mut l, mut r) = (u64::from(rank) >> HALF, u64::from(rank) & HALF_MASK);
-        let sub = (self.round(ROUNDS - 1, l) >> (64 - HALF - SUB_BITS)) & SUB_MASK;
-        for i in (0..ROUNDS).rev() {
-            (l, r) = (r ^ (self.round(i, l) >> (64 - HALF)), l);
-        }
-        (
-            ((l << HALF) | r) as u32,
-            (u64::from(rank) << SUB_BITS) | sub,
-        )
+        let block = self.rank_block(rank >> HALF);
+        let low = rank & HALF_MASK as u32;
+        (self.inner().slot(&block, low), block.x(low))
     }
 
     /// What [`HubKey::slot_of_rank`] computes once for the `2^HALF` ranks that share their top
@@ -465,6 +459,8 @@ mod tests {
                     let rank = (top << HALF) | low;
                     let (s, x) = k.slot_of_rank(rank);
                     assert_eq!((k.inner().slot(&block, low), block.x(low)), (s, x));
+                    // The blocks invert the forward permutation.
+                    assert_eq!(k.x_of_slot(s), x);
                 }
             }
         }

@@ -483,6 +483,34 @@ mod tests {
     }
 
     /// The hub owning every slot (the whole key space, not a sample of IDs).
+    /// `n` equal hubs spread round-robin over regions `r0`..`r{regions - 1}`.
+    fn in_regions(n: usize, regions: usize) -> Vec<Hub> {
+        hubs(n, |_| 1)
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| h.with_region(format!("r{}", i % regions)))
+            .collect()
+    }
+
+    /// 96 hubs in three regions, each source region tying to its own: r1 is 40 ms from both
+    /// others, r0 and r2 80 ms apart; this node is in r0.
+    fn three_regions() -> (Vec<Hub>, crate::LowestLatencyConfig) {
+        let mut m = crate::LatencyMap::new();
+        m.insert_symmetric("r0", "r1", 40_000);
+        m.insert_symmetric("r0", "r2", 80_000);
+        m.insert_symmetric("r1", "r2", 40_000);
+        let config = crate::LowestLatencyConfig::new(m).with_local_region("r0");
+        (in_regions(96, 3), config)
+    }
+
+    /// How many lowest-latency groups of `s` have a table.
+    fn region_tables(s: &HubSet) -> usize {
+        s.inner
+            .latency
+            .as_ref()
+            .map_or(0, |p| p.groups().filter(|g| g.has_table()).count())
+    }
+
     fn owners(set: &HubSet) -> Vec<&str> {
         (0..SLOTS as u32)
             .map(|s| set.pick_hashed(None, s).map_or("", |h| h.host.as_str()))
@@ -508,11 +536,7 @@ mod tests {
     #[test]
     fn reusing_across_added_and_removed_hubs_changes_nothing() {
         use crate::{LatencyMap, LowestLatencyConfig};
-        let regional: Vec<Hub> = hubs(130, |_| 1)
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| h.with_region(format!("r{}", i % 4)))
-            .collect();
+        let regional = in_regions(130, 4);
         let mut m = LatencyMap::new();
         for (a, b) in [
             ("r0", "r1"),
@@ -600,17 +624,7 @@ mod tests {
 
     #[test]
     fn tables_built_on_several_threads_are_the_same() {
-        use crate::{LatencyMap, LowestLatencyConfig};
-        let regional: Vec<Hub> = hubs(96, |_| 1)
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| h.with_region(format!("r{}", i % 3)))
-            .collect();
-        let mut m = LatencyMap::new();
-        m.insert_symmetric("r0", "r1", 40_000);
-        m.insert_symmetric("r0", "r2", 80_000);
-        m.insert_symmetric("r1", "r2", 40_000);
-        let config = LowestLatencyConfig::new(m).with_local_region("r0");
+        let (regional, config) = three_regions();
         let one = HubSet::builder(regional.clone())
             .lowest_latency(config.clone())
             .build();
@@ -618,13 +632,7 @@ mod tests {
             .lowest_latency(config)
             .threads(3)
             .build();
-        let tables = |s: &HubSet| {
-            s.inner
-                .latency
-                .as_ref()
-                .map_or(0, |p| p.groups().filter(|g| g.has_table()).count())
-        };
-        assert_eq!(tables(&three), 3);
+        assert_eq!(region_tables(&three), 3);
         assert!(three.inner.global.has_table());
         for i in 0..3_000 {
             let id = format!("device-{i}");
@@ -641,32 +649,16 @@ mod tests {
 
     #[test]
     fn declared_sources_get_tables_and_every_source_the_same_answers() {
-        use crate::{LatencyMap, LowestLatencyConfig};
-        let regional: Vec<Hub> = hubs(96, |_| 1)
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| h.with_region(format!("r{}", i % 3)))
-            .collect();
-        let mut m = LatencyMap::new();
-        for (a, b) in [("r0", "r1"), ("r0", "r2"), ("r1", "r2")] {
-            m.insert_symmetric(a, b, 40_000);
-        }
-        let config = LowestLatencyConfig::new(m).with_local_region("r0");
+        let (regional, config) = three_regions();
         let every = HubSet::builder(regional.clone())
             .lowest_latency(config.clone())
             .build();
-        let tables = |s: &HubSet| {
-            s.inner
-                .latency
-                .as_ref()
-                .map_or(0, |p| p.groups().filter(|g| g.has_table()).count())
-        };
-        assert_eq!(tables(&every), 3);
+        assert_eq!(region_tables(&every), 3);
         for (sources, want) in [(vec![], 1), (vec!["R2"], 2), (vec!["r0", "r1", "r2"], 3)] {
             let declared = HubSet::builder(regional.clone())
                 .lowest_latency(config.clone().with_sources(sources.clone()))
                 .build();
-            assert_eq!(tables(&declared), want, "sources {sources:?}");
+            assert_eq!(region_tables(&declared), want, "sources {sources:?}");
             for i in 0..1_000 {
                 let id = format!("device-{i}");
                 for source in [None, Some("r1"), Some("r2"), Some("elsewhere")] {
@@ -685,11 +677,7 @@ mod tests {
     #[test]
     fn reusing_shares_tables_and_changes_nothing() {
         use crate::{LatencyMap, LowestLatencyConfig};
-        let regional: Vec<Hub> = hubs(64, |_| 1)
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| h.with_region(format!("r{}", i % 4)))
-            .collect();
+        let regional = in_regions(64, 4);
         // r0 is near r1 at first, then near r2 instead: different tie sets, same groups.
         let config = |near: &str| {
             let mut m = LatencyMap::new();
