@@ -146,8 +146,8 @@ fn rebuild(c: &mut Criterion) {
                 .build()
         });
     });
-    // A hub added to one region: that region's table and the full set's are built again (on
-    // two threads), the other seven are carried over.
+    // A hub added to one region: that region's table and the full set's are patched (on two
+    // threads), the other seven are carried over.
     let mut grown = equal.clone();
     let Ok(host) = HubHostName::new("hub-10000.azure-devices.net") else {
         panic!("bad host name");
@@ -156,6 +156,23 @@ fn rebuild(c: &mut Criterion) {
     g.bench_function("lowest_latency_after_adding_a_hub_2_threads", |b| {
         b.iter(|| {
             HubSet::builder(black_box(grown.clone()))
+                .lowest_latency(latency())
+                .reusing(&previous)
+                .threads(2)
+                .build()
+        });
+    });
+    // A hub removed from one region: the same two tables are patched, rescoring only the slots
+    // the hub owned.
+    let shrunk: Vec<Hub> = equal
+        .iter()
+        .filter(|h| h.host.as_str() != "hub-00005.azure-devices.net")
+        .cloned()
+        .collect();
+    assert_eq!(shrunk.len(), equal.len() - 1);
+    g.bench_function("lowest_latency_after_removing_a_hub_2_threads", |b| {
+        b.iter(|| {
+            HubSet::builder(black_box(shrunk.clone()))
                 .lowest_latency(latency())
                 .reusing(&previous)
                 .threads(2)

@@ -535,8 +535,18 @@ mod tests {
 
     #[test]
     fn reusing_across_added_and_removed_hubs_changes_nothing() {
+        reusing_across_added_and_removed_hubs(in_regions(130, 4));
+        // Weighted: patches compute the bound on the owners' scores themselves.
+        let weighted = hubs(130, |i| 1 + i as u32 % 3)
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| h.with_region(format!("r{}", i % 4)))
+            .collect();
+        reusing_across_added_and_removed_hubs(weighted);
+    }
+
+    fn reusing_across_added_and_removed_hubs(regional: Vec<Hub>) {
         use crate::{LatencyMap, LowestLatencyConfig};
-        let regional = in_regions(130, 4);
         let mut m = LatencyMap::new();
         for (a, b) in [
             ("r0", "r1"),
@@ -575,16 +585,17 @@ mod tests {
                 }
             }
         }
-        // Every earlier table whose hubs are all still there is carried over, rewritten (the
-        // full set's and the four regions' when a hub is added); building then takes the ones
-        // with the same members. A removed hub's groups are left out.
+        // Every earlier table is carried over, rewritten (the full set's and the four
+        // regions'); building then takes the ones with the same members and patches the others
+        // from them. The groups of a removed hub (the full set's and r0's) can only be patched.
         let grown = build(&regional[..129], Some(&first));
-        assert_eq!(previous_groups(&first.inner, &grown.inner.ranking).len(), 5);
+        let carried = previous_groups(&first.inner, &grown.inner.ranking);
+        assert_eq!(carried.len(), 5);
+        assert!(carried.iter().all(|g| g.complete()));
         let shrunk = build(&regional[1..128], Some(&first));
-        assert_eq!(
-            previous_groups(&first.inner, &shrunk.inner.ranking).len(),
-            3
-        );
+        let carried = previous_groups(&first.inner, &shrunk.inner.ranking);
+        assert_eq!(carried.len(), 5);
+        assert_eq!(carried.iter().filter(|g| g.complete()).count(), 3);
     }
 
     #[test]

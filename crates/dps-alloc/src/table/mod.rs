@@ -14,11 +14,14 @@ use std::sync::Arc;
 
 use crate::score::{HubKey, SLOTS, order_key};
 
+mod owners;
+mod patch;
 #[cfg(test)]
 mod reference;
 mod uniform;
 mod weighted;
 
+use owners::Table;
 use uniform::build_uniform_by_rank;
 use weighted::build_weighted;
 
@@ -86,9 +89,17 @@ impl Ranking {
     /// The order key of hub `i` for `slot`: lower wins.
     #[inline(always)]
     pub(crate) fn key(&self, i: u32, slot: u32) -> u128 {
-        let k = &self.keys[i as usize];
-        let x = k.x_of_slot(slot);
-        let q = if self.uniform { 0 } else { k.weighted(x) };
+        self.key_at(i, self.keys[i as usize].x_of_slot(slot))
+    }
+
+    /// The order key of hub `i` where its refined rank is `x`.
+    #[inline(always)]
+    pub(crate) fn key_at(&self, i: u32, x: u64) -> u128 {
+        let q = if self.uniform {
+            0
+        } else {
+            self.keys[i as usize].weighted(x)
+        };
         order_key(q, x, i)
     }
 
@@ -143,20 +154,22 @@ pub(crate) struct Group {
     members: Box<[u32]>,
     /// Shared, so that a set prepared again with the same hubs reuses it.
     table: Option<Arc<Table>>,
-    /// The group wants a table that [`fill_tables`] has yet to build.
+    /// The group wants a table that [`fill_tables`] has yet to make (build, patch or rewrite).
     pending: bool,
     /// Set on a group carried over from an earlier ranking whose table is still in that
-    /// ranking's canonical indices: `map[old] = new`. Only [`Group::planned`] sees such groups.
+    /// ranking's canonical indices: `map[old] = new`. Such a group is only ever a candidate for
+    /// [`Group::planned`], and a `base`.
     remap: Option<Arc<[u32]>>,
     /// Each slot's refined rank for its owner, kept from building an equal-weight table when
     /// [`fill_tables`] was asked to, until [`Group::fill_as_union`] has read it.
     refined: Option<Arc<[u32]>>,
-}
-
-#[derive(Clone)]
-enum Table {
-    Narrow(Box<[u16]>),
-    Wide(Box<[u32]>),
+    /// Members of the earlier group this one was carried over from that are gone from the
+    /// ranking: such a group's table misses their slots' owners, so it only serves as a
+    /// `base` to patch.
+    lost: u32,
+    /// The earlier group, of nearly the same members, whose table a pending table is patched
+    /// from instead of built (see `patch.rs`).
+    base: Option<Box<Group>>,
 }
 
 impl Group {
@@ -175,81 +188,72 @@ impl Group {
         Self {
             members: members.into_boxed_slice(),
             table,
-            pending: false,
-            remap: None,
-            refined: None,
+            ..Self::default()
         }
     }
 
     /// The group `members` with a table above `direct_max` members: the table of the first of
-    /// `previous` with the same members (of the same ranking), else one that [`fill_tables`]
-    /// builds (with the others, possibly in parallel).
+    /// `previous` with the same members (shared when of the same ranking; rewritten in the new
+    /// canonical indices otherwise), else one that [`fill_tables`] makes: patched from the table
+    /// of the one of `previous` that differs by the fewest hubs, when few enough differ; built
+    /// otherwise. Rewriting and patching wait for [`fill_tables`] too, to run in parallel.
     pub(crate) fn planned(members: Vec<u32>, direct_max: usize, previous: &[&Group]) -> Self {
         let wants_table = members.len() > direct_max;
-        match previous
+        let same = previous
             .iter()
-            .find(|g| *g.members == *members && g.has_table() == wants_table)
-        {
-            Some(g) => g.materialized(),
-            None => Self {
-                members: members.into_boxed_slice(),
-                table: None,
-                pending: wants_table,
-                remap: None,
-                refined: None,
-            },
+            .find(|g| g.lost == 0 && *g.members == *members && g.has_table() == wants_table);
+        if let Some(g) = same.filter(|g| g.remap.is_none()) {
+            return (*g).clone();
+        }
+        let base = same
+            .or_else(|| {
+                previous
+                    .iter()
+                    .filter(|g| wants_table && g.has_table())
+                    .filter_map(|g| Some((patch::cost_milli(&members, g)?, g)))
+                    .min_by_key(|(cost, _)| *cost)
+                    .map(|(_, g)| g)
+            })
+            .map(|g| Box::new((*g).clone()));
+        Self {
+            members: members.into_boxed_slice(),
+            pending: wants_table,
+            base,
+            ..Self::default()
         }
     }
 
     /// This group of an earlier ranking in terms of a new one: `map[old]` is the new canonical
-    /// index of each old hub (`u32::MAX` for a hub no longer present). `None` when a member is
-    /// gone. The table is rewritten, not rebuilt: the order of two hubs for a slot depends only
-    /// on their keys and on which has the lower canonical index, and canonical order is by hub
-    /// seed, which adding or removing other hubs does not change.
+    /// index of each old hub (`u32::MAX` for a hub no longer present). When members are gone,
+    /// the group can only be patched (`None` when all are, or when it has no table). The table
+    /// is rewritten, not rebuilt: the order of two hubs for a slot depends only on their keys and
+    /// on which has the lower canonical index, and canonical order is by hub seed, which adding
+    /// or removing other hubs does not change.
     pub(crate) fn remapped(&self, map: &Arc<[u32]>) -> Option<Group> {
         let members: Box<[u32]> = self
             .members
             .iter()
-            .map(|&m| map.get(m as usize).copied().filter(|&n| n != u32::MAX))
-            .collect::<Option<_>>()?;
+            .filter_map(|&m| map.get(m as usize).copied().filter(|&n| n != u32::MAX))
+            .collect();
+        let lost = (self.members.len() - members.len()) as u32;
+        if members.is_empty() || (lost > 0 && self.table.is_none()) {
+            return None;
+        }
         // The table is rewritten only if [`Group::planned`] takes the group.
         Some(Self {
             members,
             table: self.table.clone(),
-            pending: false,
             remap: self.table.as_ref().map(|_| map.clone()),
-            refined: None,
+            lost: self.lost + lost,
+            ..Self::default()
         })
-    }
-
-    /// This group with its table in the new canonical indices (see [`Group::remapped`]).
-    fn materialized(&self) -> Group {
-        let (Some(t), Some(map)) = (self.table.as_deref(), self.remap.as_deref()) else {
-            return self.clone();
-        };
-        let owner = |old: u32| map.get(old as usize).copied().unwrap_or(u32::MAX);
-        let owners: Vec<u32> = match t {
-            Table::Narrow(t) => t.iter().map(|&o| owner(u32::from(o))).collect(),
-            Table::Wide(t) => t.iter().map(|&o| owner(o)).collect(),
-        };
-        let table = Table::of_owners(owners, &self.members);
-        Self {
-            members: self.members.clone(),
-            table: Some(Arc::new(table)),
-            pending: false,
-            remap: None,
-            refined: None,
-        }
     }
 
     /// The group `members` without a table (evaluated directly whatever its size).
     pub(crate) fn without_table(members: Vec<u32>) -> Self {
         Self {
             members: members.into_boxed_slice(),
-            table: None,
-            pending: false,
-            remap: None,
-            refined: None,
+            ..Self::default()
         }
     }
 
@@ -257,6 +261,13 @@ impl Group {
     #[cfg(test)]
     pub(crate) fn shares_table(&self, other: &Group) -> bool {
         matches!((&self.table, &other.table), (Some(a), Some(b)) if Arc::ptr_eq(a, b))
+    }
+
+    /// Whether the group's table (if any) names every slot's owner: false for a group carried
+    /// over whose members are not all still there.
+    #[cfg(test)]
+    pub(crate) fn complete(&self) -> bool {
+        self.lost == 0
     }
 
     /// Whether the group has a table.
@@ -267,11 +278,7 @@ impl Group {
     /// The table's answer for `slot`, if the group has a table.
     #[inline(always)]
     pub(crate) fn table_pick(&self, slot: u32) -> Option<u32> {
-        match self.table.as_deref() {
-            Some(Table::Narrow(t)) => Some(u32::from(t[slot as usize])),
-            Some(Table::Wide(t)) => Some(t[slot as usize]),
-            None => None,
-        }
+        self.table.as_deref().map(|t| t.owner(slot))
     }
 
     /// The member chosen for `slot`.
@@ -293,10 +300,10 @@ impl Group {
     }
 }
 
-/// Builds the tables [`Group::planned`] left pending, the largest first, on up to `threads`
-/// threads (scoped: they end before this returns). The tables are the same whatever the
-/// number of threads. With `for_union`, the groups keep what [`Group::fill_as_union`] can use
-/// (until [`Group::forget_refined`]).
+/// Makes the tables [`Group::planned`] left pending, the builds first and the largest first,
+/// then the patches, on up to `threads` threads (scoped: they end before this returns). The
+/// tables are the same whatever the number of threads. With `for_union`, the groups built keep
+/// what [`Group::fill_as_union`] can use (until [`Group::forget_refined`]).
 pub(crate) fn fill_tables<'a>(
     ranking: &Ranking,
     groups: impl IntoIterator<Item = &'a mut Group>,
@@ -304,13 +311,20 @@ pub(crate) fn fill_tables<'a>(
     for_union: bool,
 ) {
     let mut pending: Vec<&mut Group> = groups.into_iter().filter(|g| g.pending).collect();
-    pending.sort_by_key(|g| std::cmp::Reverse(g.members.len()));
-    let jobs: Vec<&[u32]> = pending.iter().map(|g| &*g.members).collect();
-    let tables = map_on_threads(jobs.len(), threads, |i| build(ranking, jobs[i]));
+    pending.sort_by_key(|g| (g.base.is_some(), std::cmp::Reverse(g.members.len())));
+    let jobs: Vec<(&[u32], Option<&Group>)> = pending
+        .iter()
+        .map(|g| (&*g.members, g.base.as_deref()))
+        .collect();
+    let tables = map_on_threads(jobs.len(), threads, |i| match jobs[i] {
+        (members, Some(base)) => (patch::patch(ranking, members, base), None),
+        (members, None) => build(ranking, members),
+    });
     for (g, (t, refined)) in pending.into_iter().zip(tables) {
         g.table = Some(Arc::new(t));
         g.refined = refined.filter(|_| for_union).map(Arc::from);
         g.pending = false;
+        g.base = None;
     }
 }
 
@@ -320,10 +334,11 @@ const UNION_DIRECT_MAX: usize = 8;
 
 impl Group {
     /// Whether this group's pending table can be derived from `parts` (which partition its
-    /// members) once their own pending tables are built: each part has or will have a table,
-    /// or is small.
+    /// members) once their own pending tables are built: it is not to be patched, and each part
+    /// has or will have a table, or is small.
     pub(crate) fn union_possible(&self, parts: &[&Group]) -> bool {
         self.pending
+            && self.base.is_none()
             && parts.iter().map(|p| p.members.len()).sum::<usize>() == self.members.len()
             && parts
                 .iter()
@@ -341,25 +356,27 @@ impl Group {
             (Some(i), Some(x)) => Some(order_key(0, u64::from(x[s as usize]), i)),
             _ => p.best(ranking, s),
         };
-        let winners = |slots: std::ops::Range<u32>| -> Vec<u32> {
-            slots
+        // Each slot's winner, and the weakest winner's key.
+        let winners = |slots: std::ops::Range<u32>| -> (Vec<u32>, u128) {
+            let mut worst = 0;
+            let owner = slots
                 .map(|s| {
-                    parts
-                        .iter()
-                        .filter_map(|p| best(p, s))
-                        .min()
-                        .map_or(u32::MAX, index_of)
+                    let key = parts.iter().filter_map(|p| best(p, s)).min();
+                    worst = worst.max(key.unwrap_or(u128::MAX));
+                    key.map_or(u32::MAX, index_of)
                 })
-                .collect()
+                .collect();
+            (owner, worst)
         };
         // One contiguous range of slots per thread, concatenated in order.
         let chunks = threads.clamp(1, 16) as u32;
         let step = (SLOTS as u32).div_ceil(chunks);
-        let owner: Vec<u32> = map_on_threads(chunks as usize, threads, |t| {
+        let ranges = map_on_threads(chunks as usize, threads, |t| {
             winners(t as u32 * step..((t as u32 + 1) * step).min(SLOTS as u32))
-        })
-        .concat();
-        let table = Table::of_owners(owner, &self.members);
+        });
+        let worst = ranges.iter().map(|(_, w)| *w).max().unwrap_or(u128::MAX);
+        let owner: Vec<u32> = ranges.into_iter().flat_map(|(o, _)| o).collect();
+        let table = Table::of_owners(owner, &self.members).with_worst(worst);
         self.table = Some(Arc::new(table));
         self.pending = false;
     }
@@ -372,24 +389,17 @@ impl Group {
 
 /// A group's table, and each slot's refined rank when the builder has it at no extra cost.
 fn build(ranking: &Ranking, members: &[u32]) -> (Table, Option<Vec<u32>>) {
-    let (owner, refined) = if ranking.uniform {
+    if ranking.uniform {
         let (owner, refined) = build_uniform_by_rank(ranking, members);
-        (owner, Some(refined))
+        // The weakest owner: equal weights order by the refined rank alone.
+        let weakest = refined.iter().min().map_or(0, |&x| u64::from(x));
+        let table = Table::of_owners(owner, members).with_worst(order_key(0, weakest, 0));
+        (table, Some(refined))
     } else {
-        (build_weighted(ranking, members), None)
-    };
-    (Table::of_owners(owner, members), refined)
-}
-
-impl Table {
-    /// The table of `owner` (a canonical index per slot) for a group of `members`: 16 bits an
-    /// entry when every member's index fits.
-    fn of_owners(owner: Vec<u32>, members: &[u32]) -> Self {
-        if members.last().is_none_or(|&m| m <= u32::from(u16::MAX)) {
-            Self::Narrow(owner.into_iter().map(|i| i as u16).collect())
-        } else {
-            Self::Wide(owner.into_boxed_slice())
-        }
+        (
+            Table::of_owners(build_weighted(ranking, members), members),
+            None,
+        )
     }
 }
 
@@ -509,7 +519,7 @@ mod tests {
         let r = ranking(70_000, |_| 1);
         let members: Vec<u32> = (0..70_000u32).step_by(70).collect();
         let g = Group::new(&r, members.clone());
-        assert!(matches!(g.table.as_deref(), Some(Table::Wide(_))));
+        assert!(g.table.as_deref().is_some_and(Table::is_wide));
         for s in (0..SLOTS as u32).step_by(4_099) {
             assert_eq!(
                 g.table_pick(s),
