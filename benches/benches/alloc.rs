@@ -134,6 +134,20 @@ fn rebuild(c: &mut Criterion) {
                 .build()
         });
     });
+    // The same set in two stages: the first serves (every answer final; requests from the
+    // seven other source regions scored directly), the second adds their tables.
+    let staged = HubSet::builder(equal.clone())
+        .lowest_latency(latency())
+        .threads(2);
+    g.bench_function("lowest_latency_first_stage_2_threads", |b| {
+        b.iter(|| black_box(staged.clone()).build_in_stages().0);
+    });
+    let Some(second) = staged.clone().build_in_stages().1 else {
+        panic!("the second stage has tables to build");
+    };
+    g.bench_function("lowest_latency_second_stage_2_threads", |b| {
+        b.iter(|| black_box(second.clone()).build());
+    });
     // What a latency probe does when the figures change: same hubs, new tie sets.
     let previous = HubSet::builder(equal.clone())
         .lowest_latency(latency())

@@ -190,6 +190,8 @@ pub(crate) struct Plans {
     by_source: Vec<Plan>,
     /// The plan for requests without a source region.
     local: Option<u32>,
+    /// Some expected source's tie groups were left without a table (`local_only`).
+    deferred: bool,
 }
 
 #[derive(Clone)]
@@ -217,12 +219,14 @@ pub(crate) enum Route<'a> {
 impl Plans {
     /// Prepares the plans for the participating hubs of `ranking` with regions `hub_regions`
     /// (by canonical index). `None` when there is no region information at all.
-    /// Groups of `previous` (same ranking) with the same members lend their tables.
+    /// Groups of `previous` (same ranking) with the same members lend their tables. With
+    /// `local_only`, only the local region's tie groups get tables, whatever the sources.
     pub(crate) fn new(
         config: &LowestLatencyConfig,
         ranking: &Ranking,
         hub_regions: &[Option<&str>],
         previous: &[&Group],
+        local_only: bool,
     ) -> Option<Self> {
         let mut regions: Vec<String> = config
             .latency
@@ -291,18 +295,32 @@ impl Plans {
             })
             .collect();
 
-        // Only groups some expected source's plan picks among need a table.
+        // Only groups some expected source's plan picks among need a table; with `local_only`,
+        // the others are left for later.
+        let is_local = |r: &str| {
+            config
+                .local_region
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(r))
+        };
         let mut needed = vec![false; group_regions.len()];
+        let mut later = vec![false; group_regions.len()];
         for (p, source) in by_source.iter().zip(&regions) {
             if !config.expects(source) {
                 continue;
             }
             if let Plan::Tie { tie, .. } = p {
+                let wanted = if local_only && !is_local(source) {
+                    &mut later
+                } else {
+                    &mut needed
+                };
                 for &g in tie.iter() {
-                    needed[g as usize] = true;
+                    wanted[g as usize] = true;
                 }
             }
         }
+        let deferred = later.iter().zip(&needed).any(|(&l, &n)| l && !n);
         let groups = group_regions
             .into_iter()
             .zip(needed)
@@ -325,7 +343,13 @@ impl Plans {
             group_of,
             by_source,
             local,
+            deferred,
         })
+    }
+
+    /// Whether tables some expected source needs were left for a later stage.
+    pub(crate) fn deferred(&self) -> bool {
+        self.deferred
     }
 
     /// The prepared groups, to lend their tables to a set prepared again.

@@ -127,27 +127,59 @@ impl ScopeConfig {
 ///
 /// A plain `RwLock` rather than a lock-free swap: writes happen once per probe round, reads
 /// hold the lock for one reference-count increment, so there is nothing to gain from another
-/// dependency.
+/// dependency. Each store counts as a new version, so that a set prepared from an older one
+/// (e.g. the second stage of [`dps_alloc::HubSetBuilder::build_in_stages`]) does not replace a
+/// newer one.
 #[derive(Debug, Clone, Default)]
-pub struct SharedHubSet(Arc<RwLock<HubSet>>);
+pub struct SharedHubSet(Arc<RwLock<Versioned>>);
+
+#[derive(Debug, Default)]
+struct Versioned {
+    version: u64,
+    hubs: HubSet,
+}
 
 impl SharedHubSet {
-    /// Starts with `hubs`.
+    /// Starts with `hubs`, at version 0.
     pub fn new(hubs: HubSet) -> Self {
-        Self(Arc::new(RwLock::new(hubs)))
+        Self(Arc::new(RwLock::new(Versioned { version: 0, hubs })))
     }
 
     /// The current set.
     pub fn load(&self) -> HubSet {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.read().hubs.clone()
+    }
+
+    /// The current version: 0, then one more per store.
+    pub fn version(&self) -> u64 {
+        self.read().version
     }
 
     /// Replaces the set; requests already running keep the one they took.
     pub fn store(&self, hubs: HubSet) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = hubs;
+        let mut v = self.write();
+        v.version += 1;
+        v.hubs = hubs;
+    }
+
+    /// Replaces the set if it is still at `version` (nothing was stored since); returns
+    /// whether it did.
+    pub fn store_if(&self, version: u64, hubs: HubSet) -> bool {
+        let mut v = self.write();
+        if v.version != version {
+            return false;
+        }
+        v.version += 1;
+        v.hubs = hubs;
+        true
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Versioned> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Versioned> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -173,5 +205,37 @@ impl ScopeConfig {
         self.live_hubs
             .as_ref()
             .map_or_else(|| self.hubs.clone(), SharedHubSet::load)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dps_types::HubHostName;
+
+    fn set(host: &str) -> HubSet {
+        let Ok(host) = HubHostName::new(host) else {
+            panic!("bad host name {host}");
+        };
+        HubSet::new(vec![dps_alloc::Hub::new(host, 1, true)])
+    }
+
+    fn first_host(s: &SharedHubSet) -> String {
+        s.load().hubs()[0].host.as_str().to_owned()
+    }
+
+    #[test]
+    fn a_set_prepared_from_an_older_version_does_not_replace_a_newer_one() {
+        let shared = SharedHubSet::new(set("a.example.net"));
+        let seen = shared.version();
+        assert_eq!(seen, 0);
+        shared.store(set("b.example.net"));
+        assert!(!shared.store_if(seen, set("c.example.net")));
+        assert_eq!(first_host(&shared), "b.example.net");
+        assert!(shared.store_if(shared.version(), set("d.example.net")));
+        assert_eq!(
+            (first_host(&shared), shared.version()),
+            ("d.example.net".into(), 2)
+        );
     }
 }

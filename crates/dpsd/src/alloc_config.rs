@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use dps_alloc::{Cidr, HubSet, LatencyMap, LowestLatencyConfig, SourceRegions, Tolerance};
+use dps_alloc::{
+    Cidr, HubSet, HubSetBuilder, LatencyMap, LowestLatencyConfig, SourceRegions, Tolerance,
+};
 use dps_connect::webhook::{WebhookAllocator, WebhookConfig};
 use dps_service::{ScopeConfig, SharedHubSet};
 use dps_types::HubHostName;
@@ -223,28 +225,61 @@ pub fn apply(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let probe_region = match (alloc.probe.enabled, &alloc.region) {
+        (false, _) => None,
+        (true, Some(region)) => Some(region.clone()),
+        (true, None) => bail!(
+            "[allocation.probe] enabled needs [allocation] region (where probes measure from)"
+        ),
+    };
+    let source_regions = Arc::new(alloc.source_regions()?);
+    let custom_allocator = webhook(s)?;
     let latency = alloc.lowest_latency(hubs.iter().any(|h| h.region.is_some()));
     let mut builder = HubSet::builder(hubs.clone()).threads(table_threads());
     if let Some(l) = latency.clone() {
         builder = builder.lowest_latency(l);
     }
-    sc.hubs = builder.build();
-    sc.source_regions = Arc::new(alloc.source_regions()?);
-    sc.custom_allocator = webhook(s)?;
-    if !alloc.probe.enabled {
-        return Ok(None);
+    // Serve as soon as hashing and the local region have their tables; the other source
+    // regions' follow (their answers are the same meanwhile, only slower).
+    let (first, rest) = builder.build_in_stages();
+    sc.hubs = first;
+    sc.source_regions = source_regions;
+    sc.custom_allocator = custom_allocator;
+    let live =
+        (probe_region.is_some() || rest.is_some()).then(|| SharedHubSet::new(sc.hubs.clone()));
+    sc.live_hubs = live.clone();
+    if let (Some(rest), Some(shared)) = (rest, &live) {
+        complete_in_background(&s.id_scope, rest, shared.clone());
     }
-    let Some(region) = alloc.region.clone() else {
-        bail!("[allocation.probe] enabled needs [allocation] region (where probes measure from)");
+    let (Some(region), Some(shared)) = (probe_region, live) else {
+        return Ok(None);
     };
-    let shared = SharedHubSet::new(sc.hubs.clone());
-    sc.live_hubs = Some(shared.clone());
     Ok(Some(Target {
         id_scope: s.id_scope.clone(),
         shared,
         hubs,
         base: latency.unwrap_or_default().with_local_region(region),
     }))
+}
+
+/// Prepares the second stage of a scope's hub set on a thread of its own and swaps it in,
+/// unless a newer set (a probe round's) was stored meanwhile.
+fn complete_in_background(id_scope: &str, rest: HubSetBuilder, shared: SharedHubSet) {
+    let version = shared.version();
+    let id = id_scope.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("dps-hub-tables".into())
+        .spawn(move || {
+            let start = std::time::Instant::now();
+            let set = rest.build();
+            if shared.store_if(version, set) {
+                let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                tracing::info!(id_scope = %id, ms, "hub set: every source region's tables ready");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(%id_scope, error = %e, "hub set: other source regions stay scored directly");
+    }
 }
 
 /// The scope's webhook client. Without a `[scope.custom_allocation]` section a default client
@@ -351,5 +386,79 @@ timeout_secs = 5
         bad.source_region[0].cidr = "198.51.100.0/99".into();
         assert!(apply(&bad, s, &mut sc).is_err());
         assert!(toml::from_str::<crate::config::Config>("[allocation]\nregio = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn other_source_regions_get_their_tables_in_the_background() {
+        let mut toml = String::from(
+            r#"
+[allocation]
+region = "r0"
+[[allocation.latency]]
+from = "r0"
+to = "r1"
+ms = 40
+[[allocation.latency]]
+from = "r0"
+to = "r2"
+ms = 80
+[[allocation.latency]]
+from = "r1"
+to = "r2"
+ms = 40
+[[allocation.source_region]]
+cidr = "10.1.0.0/16"
+region = "r1"
+[[allocation.source_region]]
+cidr = "10.2.0.0/16"
+region = "r2"
+
+[[scope]]
+id_scope = "0ne00000001"
+"#,
+        );
+        for i in 0..30 {
+            toml += &format!(
+                "[[scope.hub]]\nhost_name = \"h{i}.example.net\"\nregion = \"r{}\"\n",
+                i % 3
+            );
+        }
+        let cfg: crate::config::Config = toml::from_str(&toml).unwrap();
+        let (a, s) = (&cfg.allocation, &cfg.scopes[0]);
+        let mut sc = ScopeConfig::new(dps_types::IdScope::new("0ne00000001").unwrap(), "h");
+        assert!(apply(a, s, &mut sc).unwrap().is_none(), "no probes");
+        let shared = sc.live_hubs.clone().expect("a second stage to swap in");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while shared.version() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second stage never landed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Every stage answers as a set prepared at once.
+        let hubs = sc.hubs.hubs().to_vec();
+        let whole = HubSet::builder(hubs)
+            .lowest_latency(a.lowest_latency(true).unwrap())
+            .build();
+        for i in 0..500 {
+            let id = format!("device-{i}");
+            for source in [None, Some("r1"), Some("r2")] {
+                let req = dps_alloc::Request::new(dps_types::AllocationPolicy::GeoLatency, &id)
+                    .with_source_region(source);
+                let want = whole.allocate_with(&req).unwrap().host.as_str();
+                assert_eq!(sc.hubs.allocate_with(&req).unwrap().host.as_str(), want);
+                assert_eq!(
+                    sc.current_hubs().allocate_with(&req).unwrap().host.as_str(),
+                    want
+                );
+            }
+        }
+        // Without other source regions there is nothing to complete.
+        let mut local = a.clone();
+        local.source_region.clear();
+        let mut sc = ScopeConfig::new(dps_types::IdScope::new("0ne00000001").unwrap(), "h");
+        apply(&local, s, &mut sc).unwrap();
+        assert!(sc.live_hubs.is_none());
     }
 }
