@@ -46,6 +46,10 @@ pub enum GroupCommand {
     Create {
         /// Enrollment group ID
         id: String,
+        /// Registration IDs the group accepts, a glob (`*`, `?`; e.g. `sensor-*`): a device's
+        /// first registration is checked against only the groups whose pattern it matches
+        #[arg(long, value_name = "GLOB")]
+        pattern: Option<String>,
         #[command(flatten)]
         record: RecordArgs,
     },
@@ -111,8 +115,12 @@ pub async fn enrollment(client: ServiceClient, cmd: EnrollmentCommand, out: Outp
 /// Runs one `dps group …` command.
 pub async fn group(client: ServiceClient, cmd: GroupCommand, out: Output) -> Result<()> {
     let action = match cmd {
-        GroupCommand::Create { id, record } => Action::Create {
-            record: new_group(&id, &record)?,
+        GroupCommand::Create {
+            id,
+            pattern,
+            record,
+        } => Action::Create {
+            record: new_group(&id, pattern.as_deref(), &record)?,
             generated_keys: record.key.is_none(),
             id,
         },
@@ -178,9 +186,12 @@ fn new_enrollment(
     serde_json::from_value(Value::Object(v)).context("invalid enrollment")
 }
 
-fn new_group(id: &str, record: &RecordArgs) -> Result<EnrollmentGroup> {
+fn new_group(id: &str, pattern: Option<&str>, record: &RecordArgs) -> Result<EnrollmentGroup> {
     let mut v = record_fields(record)?;
     v.insert("enrollmentGroupId".into(), id.into());
+    if let Some(p) = pattern {
+        v.insert("registrationIdPattern".into(), p.into());
+    }
     serde_json::from_value(Value::Object(v)).context("invalid enrollment group")
 }
 
@@ -247,19 +258,58 @@ mod tests {
             twin_tags: tags.map(str::to_owned),
             twin_desired: None,
         };
-        let e = new_group("g1", &record(Some("[1]"), None)).unwrap_err();
+        let e = new_group("g1", None, &record(Some("[1]"), None)).unwrap_err();
         assert_eq!(format!("{e:#}"), "--twin-tags must be a JSON object");
-        let e = new_group("g1", &record(None, Some("AAAA"))).unwrap_err();
+        let e = new_group("g1", None, &record(None, Some("AAAA"))).unwrap_err();
         assert!(
             format!("{e:#}").starts_with("invalid enrollment group: "),
             "{e:#}"
         );
         let e = new_enrollment("bad id", None, &record(None, None)).unwrap_err();
         assert!(format!("{e:#}").contains("registration id"), "{e:#}");
-        let g = new_group("g1", &record(None, None)).unwrap();
+        let g = new_group("g1", None, &record(None, None)).unwrap();
         assert_eq!(
             serde_json::to_value(&g).unwrap()["attestation"],
             json!({"type": "symmetricKey"})
+        );
+        let e = new_group("g1", Some("sensor/*"), &record(None, None)).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("registrationIdPattern contains '/'"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn group_pattern_from_flags() {
+        let cli = Cli::try_parse_from([
+            "dps",
+            "group",
+            "create",
+            "sensors",
+            "--pattern",
+            "Sensor-??-*",
+        ])
+        .unwrap();
+        let Command::Group(GroupCommand::Create {
+            id,
+            pattern,
+            record,
+        }) = cli.command
+        else {
+            panic!("not group create");
+        };
+        let g = new_group(&id, pattern.as_deref(), &record).unwrap();
+        let p = g.registration_id_pattern.as_ref().unwrap();
+        assert!(p.is_match("sensor-01-basement"));
+        assert!(!p.is_match("meter-01"));
+        let v = serde_json::to_value(&g).unwrap();
+        assert_eq!(v["registrationIdPattern"], "Sensor-??-*");
+        let plain = new_group(&id, None, &record).unwrap();
+        assert!(
+            serde_json::to_value(&plain)
+                .unwrap()
+                .get("registrationIdPattern")
+                .is_none()
         );
     }
 }
