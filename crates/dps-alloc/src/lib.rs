@@ -163,8 +163,11 @@
 //! 2 MiB table. An enrollment naming 3 of 10,000 hubs costs 87 ns (three name look-ups and three
 //! scores when the full set's choice is not among them). A lookup allocates nothing.
 //!
-//! Preparing 10,000 hubs takes 62 ms with equal weights and 85 ms with weights 1-10
-//! (the scores take a logarithm); 1,000 hubs 35 ms / 75 ms; a set at the threshold about 20 ms.
+//! Preparing 10,000 hubs took 62 ms with equal weights and 85 ms with weights 1-10 (the
+//! scores take a logarithm) on the quiet VM with the builders before the current ones; 1,000
+//! hubs 35 ms / 75 ms; a set at the threshold about 20 ms. The current builders measured
+//! 39-53 ms and 92-158 ms in runs under load (one SHA-256 67-70 ns instead of 59), where the
+//! previous ones took 50-157 ms and 104-158 ms.
 //! Equal-weight tables are built rank by rank from the top, so the first claim of a slot owns
 //! it: whether a slot is taken lives in a 128 KiB bitset that stays in a core's L2 cache, the
 //! loop that makes the claims has no data-dependent branch, and only the winning claims (about
@@ -179,38 +182,44 @@
 //! m hubs, so eight tables of 1,250 hubs are eight times the work of one of 10,000, whatever
 //! the algorithm that claims; the full set's table is then derived from them (the best of the
 //! regions' winners per slot, compared by the ranks their builds kept) instead of being built
-//! from scratch. [`HubSetBuilder::threads`] builds the region tables in parallel (dpsd uses
-//! one thread per CPU). Only the source regions requests can carry need tables:
+//! from scratch. [`HubSetBuilder::threads`] builds tables in parallel (dpsd uses one thread
+//! per CPU). Only the source regions requests can carry need tables:
 //! [`LowestLatencyConfig::with_sources`] declares them (dpsd declares those of its
-//! client-address table, besides its own region), and a node without a client-address table
-//! prepares one region table. Tables depend only on which hubs are in a group, not on latency,
-//! and a set prepared again with [`HubSetBuilder::reusing`] carries every table whose group is
-//! unchanged over, rewritten into the new canonical indices when hubs were added or removed.
+//! client-address table, besides its own region). [`HubSetBuilder::build_in_stages`] prepares
+//! a set that serves at once with the full set's table and the local region's (answers for
+//! other source regions are the same, scored directly), and a builder that adds the other
+//! tables, reusing the first set's; dpsd runs it on a background thread and swaps the result in.
 //!
-//! Preparing 10,000 hubs in 8 regions, measured on the same VM under heavier load (one SHA-256
-//! 77 ns instead of 59; a hashed lookup of 10 hubs 42 ns instead of 14), in one run with the
-//! previous builder (a 2 MiB table of 16-bit positions read on every claim):
+//! Tables depend only on which hubs are in a group, not on latency, and a set prepared again
+//! with [`HubSetBuilder::reusing`] takes them over: shared when the group is unchanged,
+//! rewritten into the new canonical indices when hubs were added or removed elsewhere, and
+//! patched when a few hubs joined or left the group. A patch scores again only the slots whose
+//! owner left (over all the members), and lets each newcomer walk its ranks from the top only
+//! while it still scores above the weakest owner of any slot, a bound every table keeps (for
+//! one newcomer among 1,250 hubs, about 12,000 of its ranks instead of every slot). The result
+//! is the table a build gives.
 //!
-//! | Preparing 10,000 hubs | previous builder | this one | ratio |
+//! Preparing 10,000 hubs in 8 regions, this code against the previous one (which rebuilt a
+//! changed group's table, and had no stages) in one run of the same command on the same VM,
+//! under some load (one SHA-256 67-70 ns instead of 59):
+//!
+//! | Preparing 10,000 hubs | previous | this | ratio |
 //! |---|---|---|---|
-//! | hashed, equal weights | 157 ms | 67 ms | 0.43 |
-//! | hashed, weights 1-10 (levels; in a later run of the pair) | 421 / 392 ms | 237 / 212 ms | 0.55 |
-//! | lowest latency from 8 source regions, 1 thread | 939 ms | 405 ms | 0.43 |
-//! | lowest latency from 8 source regions, 2 threads | 594 ms | 300 ms | 0.50 |
-//! | lowest latency from the local region only, 2 threads | (not possible) | 94 ms | |
-//! | again after a latency change (dpsd's probes) | 7.1 ms | 7.9 ms | 1.1 |
-//! | again after adding a hub to one region, 2 threads | 227 ms | 172 ms | 0.76 |
+//! | hashed, equal weights (same builder) | 53 ms | 39 ms | (noise) |
+//! | hashed, weights 1-10 (same builder) | 158 ms | 118 ms | (noise) |
+//! | lowest latency from 8 source regions at once, 1 thread | 392 ms | 381 ms | 0.97 |
+//! | the same, 2 threads | 214 ms | 253 ms | 1.18 (noise: 199-224 / 208-228 in alternating runs) |
+//! | first stage: hashing and the local region, 2 threads | | 51 ms | |
+//! | second stage: the other 7 regions, 2 threads | | 175 ms | |
+//! | again after a latency change (dpsd's probes) | 4.0 ms | 4.2 ms | 1.04 |
+//! | again after adding a hub to one region, 2 threads | 109 ms | 14.7 ms | 0.14 |
+//! | again after removing a hub from one region, 2 threads | | 25.8 ms | |
 //!
-//! The machine's load varied within the run: another run measured the previous builder's hashed
-//! row at 109 ms. Two threads gain less than twice here (405 to 300 ms): the VM's two
-//! cores share their caches with other work.
-//!
-//! On a quiet machine the previous builder took 62 ms (hashed), 411 / 214 ms (8 source regions,
-//! 1 / 2 threads), 3.3 ms after a latency change and 97 ms after adding a hub. So a probe round
-//! stays far under 100 ms, a hub change rebuilds two tables (its region's and, from the regions,
-//! the full set's), and the expensive case is a node that serves many source regions preparing
-//! all their tables from nothing, once, at start. Each table is 2 MiB (4 MiB beyond 65,536
-//! hubs); small sets have none.
+//! So a set serves a new configuration within about 50 ms whatever it is; only the tables of
+//! a node that serves many source regions follow later, once, after a cold start (a hub change
+//! patches, a latency change reuses). Earlier runs of the builders against their predecessors
+//! (the bitset rank walk, weighted levels) measured 0.43-0.60 of the time before them. Each
+//! table is 2 MiB (4 MiB beyond 65,536 hubs); small sets have none.
 //!
 //! # Static and custom
 //!
