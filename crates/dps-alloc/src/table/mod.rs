@@ -376,7 +376,7 @@ impl Group {
         });
         let worst = ranges.iter().map(|(_, w)| *w).max().unwrap_or(u128::MAX);
         let owner: Vec<u32> = ranges.into_iter().flat_map(|(o, _)| o).collect();
-        let table = Table::of_owners(owner, &self.members).with_worst(worst);
+        let table = Table::of_owners(owner, &self.members, worst);
         self.table = Some(Arc::new(table));
         self.pending = false;
     }
@@ -393,13 +393,11 @@ fn build(ranking: &Ranking, members: &[u32]) -> (Table, Option<Vec<u32>>) {
         let (owner, refined) = build_uniform_by_rank(ranking, members);
         // The weakest owner: equal weights order by the refined rank alone.
         let weakest = refined.iter().min().map_or(0, |&x| u64::from(x));
-        let table = Table::of_owners(owner, members).with_worst(order_key(0, weakest, 0));
+        let table = Table::of_owners(owner, members, order_key(0, weakest, 0));
         (table, Some(refined))
     } else {
-        (
-            Table::of_owners(build_weighted(ranking, members), members),
-            None,
-        )
+        let (owner, worst) = build_weighted(ranking, members);
+        (Table::of_owners(owner, members, worst), None)
     }
 }
 
@@ -440,6 +438,7 @@ fn map_on_threads<T: Send>(jobs: usize, threads: usize, f: impl Fn(usize) -> T +
 mod tests {
     use super::reference::{build_uniform, build_weighted_reference};
     use super::uniform::walk_ranks;
+    use super::weighted::Q_SHIFT;
     use super::*;
     use crate::score::SLOTS;
 
@@ -499,8 +498,15 @@ mod tests {
         for (n, step) in [(5usize, 1usize), (40, 1), (900, 2)] {
             let r = ranking(n, |i| 1 + (i as u32 * 7) % 10);
             let members: Vec<u32> = (0..n as u32).step_by(step).collect();
-            let by_level = build_weighted(&r, &members);
+            let (by_level, worst) = build_weighted(&r, &members);
             assert_eq!(by_level, build_weighted_reference(&r, &members), "n={n}");
+            // The bound holds for every owner, and is tight enough to be of use.
+            let weakest = (0..SLOTS as u32)
+                .map(|s| r.key(by_level[s as usize], s))
+                .max()
+                .unwrap_or(0);
+            assert!(weakest <= worst, "n={n}");
+            assert!((worst >> 64) - (weakest >> 64) <= 1 << Q_SHIFT, "n={n}");
         }
     }
 

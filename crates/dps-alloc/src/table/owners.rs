@@ -1,7 +1,5 @@
 //! A group's table: the owner of every slot, and a bound on how well the owners score.
 
-use std::sync::OnceLock;
-
 use crate::score::SLOTS;
 
 /// The owner (canonical index) of every slot, 16 bits an entry when every member's index fits.
@@ -10,8 +8,8 @@ pub(super) struct Table {
     owners: Owners,
     /// An order key that no slot's owner's key exceeds, its index bits all set (so that it
     /// holds whatever the canonical indices): a newcomer can only win the slots where it scores
-    /// at least this well. Set by the builders that have it for free, else on first need.
-    worst: OnceLock<u128>,
+    /// at least this well. Every builder has it for next to nothing.
+    worst: u128,
 }
 
 #[derive(Clone)]
@@ -27,13 +25,14 @@ pub(super) fn any_index(key: u128) -> u128 {
 }
 
 impl Table {
-    /// The table of `owner` (a canonical index per slot) for a group of `members`.
-    pub(super) fn of_owners(owner: Vec<u32>, members: &[u32]) -> Self {
-        Self::collect(owner.into_iter(), members)
+    /// The table of `owner` (a canonical index per slot) for a group of `members`, whose
+    /// owners' order keys are at most `worst`.
+    pub(super) fn of_owners(owner: Vec<u32>, members: &[u32], worst: u128) -> Self {
+        Self::collect(owner.into_iter(), members, worst)
     }
 
     /// The same from an iterator over the slots.
-    fn collect(owner: impl Iterator<Item = u32>, members: &[u32]) -> Self {
+    fn collect(owner: impl Iterator<Item = u32>, members: &[u32], worst: u128) -> Self {
         let owners = if members.last().is_none_or(|&m| m <= u32::from(u16::MAX)) {
             Owners::Narrow(owner.map(|i| i as u16).collect())
         } else {
@@ -42,14 +41,8 @@ impl Table {
         debug_assert_eq!(owners.len(), SLOTS);
         Self {
             owners,
-            worst: OnceLock::new(),
+            worst: any_index(worst),
         }
-    }
-
-    /// This table with the bound on its owners' keys (see [`Table::worst`]).
-    pub(super) fn with_worst(self, worst: u128) -> Self {
-        let _ = self.worst.set(any_index(worst));
-        self
     }
 
     /// The canonical index of the owner of `slot`.
@@ -65,32 +58,16 @@ impl Table {
     /// `members` (the new indices); the bound on the keys still holds.
     pub(super) fn mapped(&self, map: &[u32], members: &[u32]) -> Self {
         let now = |old: u32| map.get(old as usize).copied().unwrap_or(u32::MAX);
-        let table = Self::collect((0..SLOTS as u32).map(|s| now(self.owner(s))), members);
-        match self.worst.get() {
-            Some(&w) => table.with_worst(w),
-            None => table,
-        }
+        Self::collect(
+            (0..SLOTS as u32).map(|s| now(self.owner(s))),
+            members,
+            self.worst,
+        )
     }
 
-    /// The bound on the owners' order keys, when known.
-    pub(super) fn worst(&self) -> Option<u128> {
-        self.worst.get().copied()
-    }
-
-    /// The bound, computed with `key` (the order key of the owner of a slot) unless known, and
-    /// kept for next time when `keep`.
-    pub(super) fn worst_or(&self, keep: bool, key: impl Fn(u32, u32) -> u128) -> u128 {
-        let compute = || {
-            (0..SLOTS as u32)
-                .map(|s| key(s, self.owner(s)))
-                .max()
-                .map_or(u128::MAX, any_index)
-        };
-        match (self.worst(), keep) {
-            (Some(w), _) => w,
-            (None, true) => *self.worst.get_or_init(compute),
-            (None, false) => compute(),
-        }
+    /// The bound on the owners' order keys (index bits set).
+    pub(super) fn worst(&self) -> u128 {
+        self.worst
     }
 
     /// Whether entries are 32 bits wide.

@@ -53,12 +53,14 @@ fn difference(now: &[u32], before: &[u32]) -> (Vec<u32>, usize) {
 /// First every slot whose owner left is scored over all the members. Then each newcomer walks
 /// its ranks from its best down, as in a build, and takes the slots where it beats the owner;
 /// its scores fall with its rank, so the walk stops at the first one below the weakest owner of
-/// any slot ([`Table::worst`]), after about `ln(2^20) / m` of its ranks, not all of them.
+/// any slot ([`Table::worst`]), after about `2^20 * ln(2^20) / m` of its ranks, not all of them.
 pub(super) fn patch(ranking: &Ranking, members: &[u32], base: &Group) -> Table {
     let Some(table) = base.table.as_deref() else {
-        // Not a base: planned only takes groups with a table.
-        let owner = (0..SLOTS as u32).map(|s| ranking.pick(members.iter().copied(), s));
-        return Table::of_owners(owner.map(|o| o.unwrap_or(u32::MAX)).collect(), members);
+        // Not a base (planned only takes groups with a table): score every slot.
+        let keys = (0..SLOTS as u32).map(|s| ranking.best(members.iter().copied(), s));
+        let keys: Vec<u128> = keys.map(|k| k.unwrap_or(u128::MAX)).collect();
+        let worst = keys.iter().max().copied().unwrap_or(u128::MAX);
+        return Table::of_owners(keys.into_iter().map(index_of).collect(), members, worst);
     };
     let (added, removed) = difference(members, &base.members);
     if let Some(map) = base.remap.as_deref()
@@ -79,11 +81,8 @@ pub(super) fn patch(ranking: &Ranking, members: &[u32], base: &Group) -> Table {
         None => old,
     };
     let stays = |o: u32| member.get(o as usize).copied().unwrap_or(false);
-    // The bound over the owners that stay (all of them, and worth keeping, without a map).
-    let mut worst = table.worst_or(map.is_none(), |s, old| {
-        let o = now(old);
-        if stays(o) { ranking.key(o, s) } else { 0 }
-    });
+    // The earlier table's bound holds for the owners that stay; the rescored slots raise it.
+    let mut worst = table.worst();
     let mut owner: Vec<u32> = (0..SLOTS as u32)
         .map(|s| {
             let o = now(table.owner(s));
@@ -112,7 +111,7 @@ pub(super) fn patch(ranking: &Ranking, members: &[u32], base: &Group) -> Table {
         }
     }
     // Owners only improved: the bound still holds.
-    Table::of_owners(owner, members).with_worst(worst)
+    Table::of_owners(owner, members, worst)
 }
 
 #[cfg(test)]

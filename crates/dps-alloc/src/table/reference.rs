@@ -106,5 +106,5 @@ pub(super) fn build_weighted_reference(ranking: &Ranking, members: &[u32]) -> Ve
             },
         );
     }
-    weighted_owners(ranking, members, &best, settled >> Q_SHIFT)
+    weighted_owners(ranking, members, &best, settled >> Q_SHIFT).0
 }

@@ -1,6 +1,7 @@
 //! Tables for hubs of different weights: claims in levels of rising score.
 
-use super::{Ranking, claims_milli};
+use super::{Ranking, claims_milli, index_of};
+use crate::score::order_key;
 use crate::score::{HubKey, SLOTS};
 
 /// Packing of a weighted claim: `q >> Q_SHIFT` (43 bits), a tie flag and the index (20 bits).
@@ -25,7 +26,7 @@ const LEVELS: u64 = 16;
 /// whose best claim is below it is settled: it goes into a bitset (128 KiB, in a core's L2
 /// cache) and later claims of it are dropped before their score is computed or the 8 MiB table
 /// is touched. Most claims are such late claims; the others update the table in batches.
-pub(super) fn build_weighted(ranking: &Ranking, members: &[u32]) -> Vec<u32> {
+pub(super) fn build_weighted(ranking: &Ranking, members: &[u32]) -> (Vec<u32>, u128) {
     debug_assert!(members.iter().all(|&i| i < 1 << IDX_BITS));
     let theta = weighted_theta(ranking, members);
     let keys: Vec<HubKey> = members.iter().map(|&i| ranking.keys[i as usize]).collect();
@@ -103,25 +104,36 @@ pub(super) fn weighted_theta(ranking: &Ranking, members: &[u32]) -> u64 {
 }
 
 /// Each slot's owner from its packed best claim: exact below `settled` (coarse) without a tie,
-/// else scored directly.
+/// else scored directly. Also a bound on the owners' order keys: a packed claim's score is
+/// below the next coarse step.
 pub(super) fn weighted_owners(
     ranking: &Ranking,
     members: &[u32],
     best: &[u64],
     settled: u64,
-) -> Vec<u32> {
-    best.iter()
+) -> (Vec<u32>, u128) {
+    // The highest coarse score of a packed owner, and the highest key of one scored directly.
+    let (mut coarse_max, mut scored_max) = (None, 0);
+    let owners = best
+        .iter()
         .enumerate()
         .map(|(s, &b)| {
-            if b >> Q_SHIFT < settled && b & TIE == 0 {
+            let coarse = b >> Q_SHIFT;
+            if coarse < settled && b & TIE == 0 {
+                coarse_max = coarse_max.max(Some(coarse));
                 (b & (TIE - 1)) as u32
             } else {
-                ranking
-                    .pick(members.iter().copied(), s as u32)
-                    .unwrap_or(u32::MAX)
+                let key = ranking
+                    .best(members.iter().copied(), s as u32)
+                    .unwrap_or(u128::MAX);
+                scored_max = scored_max.max(key);
+                index_of(key)
             }
         })
-        .collect()
+        .collect();
+    // Below `settled`, which fits the coarse range: the next step does too.
+    let packed_max = coarse_max.map_or(0, |c| order_key(((c + 1) << Q_SHIFT) - 1, 0, u32::MAX));
+    (owners, packed_max.max(scored_max))
 }
 
 /// One bit per slot (128 KiB).
