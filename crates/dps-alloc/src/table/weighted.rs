@@ -21,11 +21,14 @@ const LEVELS: u64 = 16;
 /// scored directly, like the unsettled ones.
 ///
 /// The claims go in [`LEVELS`] levels of rising score: each hub's rank range is cut in equal
-/// parts (scores are nearly linear in the rank near the top). After a level, every pair scoring
-/// below the least of the hubs' bounds for their unclaimed ranks has been claimed, so a slot
-/// whose best claim is below it is settled: it goes into a bitset (128 KiB, in a core's L2
-/// cache) and later claims of it are dropped before their score is computed or the 8 MiB table
-/// is touched. Most claims are such late claims; the others update the table in batches.
+/// parts (scores are nearly linear in the rank near the top). Once a level's claims are made,
+/// every pair scoring below the least of the hubs' bounds for their unclaimed ranks has been
+/// claimed, so a slot whose best claim is below it is settled: it goes into a bitset (128 KiB,
+/// in a core's L2 cache) and later levels drop its claims before their score is computed or
+/// the 8 MiB table is touched. Most claims are such late claims; the others update the table
+/// in batches ([`Applied::apply`]). The level's bound is known before its claims, so a claim
+/// that lands below it settles its slot as it updates the table; only the slots left above it
+/// are read again at the end of the level.
 pub(super) fn build_weighted(ranking: &Ranking, members: &[u32]) -> (Vec<u32>, u128) {
     debug_assert!(members.iter().all(|&i| i < 1 << IDX_BITS));
     let theta = weighted_theta(ranking, members);
@@ -34,63 +37,104 @@ pub(super) fn build_weighted(ranking: &Ranking, members: &[u32]) -> (Vec<u32>, u
     let lowest: Vec<u32> = keys.iter().map(|k| k.threshold(theta).0).collect();
     let mut cut: Vec<u32> = vec![SLOTS as u32; keys.len()];
     let mut best = vec![u64::MAX; SLOTS];
-    let mut settled_bits = Bits::new();
-    // Slots claimed in earlier levels but not settled, each once (`queued`).
+    // Slots settled in earlier levels (their claims are dropped), and in this one.
+    let (mut settled_bits, mut newly) = (Bits::new(), Bits::new());
+    // Slots claimed but not settled, each once (`queued`).
     let (mut open, mut queued) = (Vec::new(), Bits::new());
-    // Claims of slots not settled, applied in batches: their loads of `best` are independent,
-    // so their cache misses overlap instead of each waiting behind a branch.
-    const BATCH: usize = 4096;
+    // Claims of slots not settled, applied in batches.
     let mut pending: Vec<(u32, u64)> = Vec::with_capacity(BATCH);
-    let apply = |pending: &mut Vec<(u32, u64)>, best: &mut [u64], touched: &mut Vec<u32>| {
-        for &(s, new) in pending.iter() {
-            let b = &mut best[s as usize];
-            let tie = u64::from((*b ^ new) >> Q_SHIFT == 0) * TIE;
-            *b = (*b).min(new) | tie;
-            touched.push(s);
-        }
-        pending.clear();
-    };
     let mut settled = 0;
     for level in 1..=LEVELS {
-        let mut touched: Vec<u32> = Vec::new();
+        let next: Vec<u32> = lowest
+            .iter()
+            .map(|&low| {
+                let span = u64::from(SLOTS as u32 - low);
+                SLOTS as u32 - (span * level).div_ceil(LEVELS) as u32
+            })
+            .collect();
         // Every pair scoring below `settled` has been claimed once this level is done.
-        settled = u64::MAX;
-        for (((k, &i), c), &low) in keys.iter().zip(members).zip(cut.iter_mut()).zip(&lowest) {
-            let span = u64::from(SLOTS as u32 - low);
-            let next = SLOTS as u32 - (span * level).div_ceil(LEVELS) as u32;
+        settled = keys
+            .iter()
+            .zip(&next)
+            .map(|(k, &n)| k.floor_below(n))
+            .min()
+            .unwrap_or(u64::MAX);
+        let bound = settled >> Q_SHIFT;
+        let mut applied = Applied {
+            newly: &mut newly,
+            open: &mut open,
+            queued: &mut queued,
+            bound,
+        };
+        for (((k, &i), c), &next) in keys.iter().zip(members).zip(cut.iter_mut()).zip(&next) {
             for rank in next..*c {
                 let (s, x) = k.slot_of_rank(rank);
                 if !settled_bits.get(s) {
                     pending.push((s, ((k.weighted(x) >> Q_SHIFT) << Q_SHIFT) | u64::from(i)));
                     if pending.len() == BATCH {
-                        apply(&mut pending, &mut best, &mut touched);
+                        applied.apply(&mut pending, &mut best);
                     }
                 }
             }
             *c = next;
-            settled = settled.min(k.floor_below(next));
         }
-        apply(&mut pending, &mut best, &mut touched);
-        // Settle what is now below the bound; keep the rest open, once each.
-        let bound = settled >> Q_SHIFT;
-        for &s in &open {
+        applied.apply(&mut pending, &mut best);
+        // The open slots (of earlier levels, or whose claim came above the bound) that later
+        // claims brought below it: read their best first, then decide.
+        let now: Vec<u64> = open.iter().map(|&s| best[s as usize]).collect();
+        let mut at = 0;
+        open.retain(|&s| {
+            let b = now[at];
+            at += 1;
+            if !newly.get(s) && b >> Q_SHIFT >= bound {
+                return true;
+            }
+            newly.set(s);
             queued.clear(s);
+            false
+        });
+        for (a, b) in settled_bits.0.iter_mut().zip(newly.0.iter_mut()) {
+            *a |= std::mem::take(b);
         }
-        let mut still_open = Vec::new();
-        for &s in open.iter().chain(&touched) {
-            if settled_bits.get(s) || queued.get(s) {
-                continue;
-            }
-            if best[s as usize] >> Q_SHIFT < bound {
-                settled_bits.set(s);
-            } else {
-                queued.set(s);
-                still_open.push(s);
-            }
-        }
-        open = still_open;
     }
     weighted_owners(ranking, members, &best, settled >> Q_SHIFT)
+}
+
+/// Claims per batch.
+const BATCH: usize = 4096;
+
+/// Where [`build_weighted`]'s claims of a level go once applied.
+struct Applied<'a> {
+    /// Slots whose best claim is below the level's bound: settled at its end.
+    newly: &'a mut Bits,
+    /// Slots claimed and not (yet) settled, each once (`queued`).
+    open: &'a mut Vec<u32>,
+    queued: &'a mut Bits,
+    /// The level's bound, `>> Q_SHIFT`.
+    bound: u64,
+}
+
+impl Applied<'_> {
+    /// Applies `pending` to `best` in two passes, so that no load of `best` waits behind a
+    /// branch: update every slot and keep the value it was left with; then settle each slot
+    /// below the bound and open the others.
+    fn apply(&mut self, pending: &mut Vec<(u32, u64)>, best: &mut [u64]) {
+        for (s, new) in pending.iter_mut() {
+            let b = &mut best[*s as usize];
+            let tie = u64::from((*b ^ *new) >> Q_SHIFT == 0) * TIE;
+            *b = (*b).min(*new) | tie;
+            *new = *b;
+        }
+        for &(s, after) in pending.iter() {
+            if after >> Q_SHIFT < self.bound {
+                self.newly.set(s);
+            } else if !self.queued.get(s) {
+                self.queued.set(s);
+                self.open.push(s);
+            }
+        }
+        pending.clear();
+    }
 }
 
 /// The score bound of a weighted build: about `ln n` claims per slot.
