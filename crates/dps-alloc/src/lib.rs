@@ -164,16 +164,16 @@
 //! scores when the full set's choice is not among them). A lookup allocates nothing.
 //!
 //! Preparing 10,000 hubs took 62 ms with equal weights and 85 ms with weights 1-10 (the
-//! scores take a logarithm) on the quiet VM with the builders before the current ones; 1,000
-//! hubs 35 ms / 75 ms; a set at the threshold about 20 ms. The current builders measured
-//! 39-53 ms and 92-158 ms in runs under load (one SHA-256 67-70 ns instead of 59), where the
-//! previous ones took 50-157 ms and 104-158 ms.
+//! scores take a logarithm) on the quiet VM with earlier builders; 1,000 hubs 35 ms / 75 ms; a
+//! set at the threshold about 20 ms. The current builders take 38-53 ms and 75-107 ms in
+//! runs under load (see the table below).
 //! Equal-weight tables are built rank by rank from the top, so the first claim of a slot owns
 //! it: whether a slot is taken lives in a 128 KiB bitset that stays in a core's L2 cache, the
 //! loop that makes the claims has no data-dependent branch, and only the winning claims (about
 //! one per slot) write the working table. Weighted tables keep a 64-bit key per slot (8 MiB);
 //! their claims go in 16 levels of rising score, and a slot is settled in a bitset once no
-//! later claim can beat it, so most claims never touch the table. Both are bound by random
+//! later claim can beat it (as the claim updates the table: each level's bound is known before
+//! its claims), so most claims never touch the table. Both are bound by random
 //! memory accesses more than by arithmetic, and slow down the most when other work competes
 //! for memory.
 //!
@@ -200,24 +200,29 @@
 //! is the table a build gives.
 //!
 //! Preparing 10,000 hubs in 8 regions, this code against the previous one (which rebuilt a
-//! changed group's table, and had no stages) in one run of the same command on the same VM,
-//! under some load (one SHA-256 67-70 ns instead of 59):
+//! changed group's table, read the weighted table again to settle slots, and had no stages) in
+//! one run of the same command on the same VM, under some load (one SHA-256 71-80 ns instead
+//! of 59):
 //!
 //! | Preparing 10,000 hubs | previous | this | ratio |
 //! |---|---|---|---|
-//! | hashed, equal weights (same builder) | 53 ms | 39 ms | (noise) |
-//! | hashed, weights 1-10 (same builder) | 158 ms | 118 ms | (noise) |
-//! | lowest latency from 8 source regions at once, 1 thread | 392 ms | 381 ms | 0.97 |
-//! | the same, 2 threads | 214 ms | 253 ms | 1.18 (noise: 199-224 / 208-228 in alternating runs) |
-//! | first stage: hashing and the local region, 2 threads | | 51 ms | |
-//! | second stage: the other 7 regions, 2 threads | | 175 ms | |
-//! | again after a latency change (dpsd's probes) | 4.0 ms | 4.2 ms | 1.04 |
-//! | again after adding a hub to one region, 2 threads | 109 ms | 14.7 ms | 0.14 |
-//! | again after removing a hub from one region, 2 threads | | 25.8 ms | |
+//! | hashed, equal weights | 38 ms | 39 ms | 1.02 |
+//! | hashed, weights 1-10 | 123 ms | 75 ms | 0.61 |
+//! | lowest latency from 8 source regions at once, 1 thread | 291 ms | 300 ms | 1.03 |
+//! | the same, 2 threads | 207 ms | 181 ms | 0.88 |
+//! | first stage: hashing and the local region, 2 threads | | 43 ms | |
+//! | second stage: the other 7 regions, 2 threads | | 138 ms | |
+//! | again after a latency change (dpsd's probes) | 3.6 ms | 3.5 ms | 0.98 |
+//! | again after adding a hub to one region, 2 threads | 90 ms | 12 ms | 0.13 |
+//! | again after removing a hub from one region, 2 threads | | 25 ms | |
 //!
-//! So a set serves a new configuration within about 50 ms whatever it is; only the tables of
-//! a node that serves many source regions follow later, once, after a cold start (a hub change
-//! patches, a latency change reuses). Earlier runs of the builders against their predecessors
+//! Lookups measured the same in both (hashed 18-28 ns, lowest latency 23-32 ns at 10 to
+//! 10,000 hubs).
+//!
+//! So at 10,000 hubs a set serves a new configuration in under 100 ms in every case measured
+//! (75 ms at most, hashing with weights); only the tables of a node that serves many source
+//! regions follow later, once, after a cold start (a hub change patches, a latency change
+//! reuses). Earlier runs of the builders against their predecessors
 //! (the bitset rank walk, weighted levels) measured 0.43-0.60 of the time before them. Each
 //! table is 2 MiB (4 MiB beyond 65,536 hubs); small sets have none.
 //!
