@@ -96,6 +96,23 @@ fn lookup(c: &mut Criterion) {
             set.allocate_with(&req).map(|h| h.weight)
         });
     });
+    // A request from another source region while a staged set has only its first stage: the
+    // region's 1,250 hubs are scored directly until the second stage lands.
+    let (first, _) = HubSet::builder(hubs(10_000, false))
+        .lowest_latency(latency())
+        .build_in_stages();
+    let mut k = 0;
+    c.bench_function(
+        "alloc/lowest_latency_10000_from_a_region_without_its_table",
+        |b| {
+            b.iter(|| {
+                k = (k + 1) & 4095;
+                let req = Request::new(AllocationPolicy::GeoLatency, black_box(&ids[k]))
+                    .with_source_region(Some("region-5"));
+                first.allocate_with(&req).map(|h| h.weight)
+            });
+        },
+    );
 }
 
 fn rebuild(c: &mut Criterion) {

@@ -187,7 +187,8 @@
 //! [`LowestLatencyConfig::with_sources`] declares them (dpsd declares those of its
 //! client-address table, besides its own region). [`HubSetBuilder::build_in_stages`] prepares
 //! a set that serves at once with the full set's table and the local region's (answers for
-//! other source regions are the same, scored directly), and a builder that adds the other
+//! other source regions are the same, scored directly: 7.8 µs for a region of 1,250 hubs
+//! against 27-62 ns with its table), and a builder that adds the other
 //! tables, reusing the first set's; dpsd runs it on a background thread and swaps the result in.
 //!
 //! Tables depend only on which hubs are in a group, not on latency, and a set prepared again
