@@ -686,6 +686,70 @@ fn tables_change_nothing() {
     }
 }
 
+/// Hubs joining and leaving, in a chain of re-preparations that reuse (and so patch) the
+/// previous set's tables: every step answers as a set prepared from nothing.
+#[test]
+fn reused_tables_answer_as_fresh_ones_across_hub_changes() {
+    let mut m = LatencyMap::new();
+    m.insert_symmetric("r0", "r1", 20_000);
+    m.insert_symmetric("r0", "r2", 60_000);
+    m.insert_symmetric("r1", "r2", 20_000);
+    let latency = LowestLatencyConfig::new(m).with_local_region("r0");
+    let prepare = |hubs: &[Hub], previous: Option<&HubSet>| {
+        let b = HubSet::builder(hubs.to_vec()).lowest_latency(latency.clone());
+        match previous {
+            Some(p) => b.reusing(p).build(),
+            None => b.build(),
+        }
+    };
+    // A fixed pseudo-random walk of changes (xorshift), over equal and mixed weights.
+    let mut state = 0x9e37_79b9_u64;
+    let mut next = |below: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % below as u64) as usize
+    };
+    for weighted in [false, true] {
+        let spec = |i: usize| {
+            let weight = if weighted { 1 + (i as u32 * 5) % 7 } else { 2 };
+            hub(i, weight, i % 11 != 3).with_region(format!("r{}", i % 3))
+        };
+        let mut present: Vec<usize> = (0..36).collect();
+        let mut fresh_name = 36;
+        let mut previous = prepare(&present.iter().map(|&i| spec(i)).collect::<Vec<_>>(), None);
+        for step in 0..3 {
+            for _ in 0..1 + next(3) {
+                present.remove(next(present.len()));
+            }
+            for _ in 0..next(3) {
+                present.push(fresh_name);
+                fresh_name += 1;
+            }
+            let hubs: Vec<Hub> = present.iter().map(|&i| spec(i)).collect();
+            let reused = prepare(&hubs, Some(&previous));
+            let fresh = prepare(&hubs, None);
+            for id in ids(31 + step, 1_500) {
+                for source in [None, Some("r1"), Some("r2")] {
+                    for policy in [AllocationPolicy::Hashed, AllocationPolicy::GeoLatency] {
+                        let req = Request::new(policy, &id).with_source_region(source);
+                        assert_eq!(
+                            reused
+                                .allocate_with(&req)
+                                .map(|h| h.host.as_str().to_owned()),
+                            fresh
+                                .allocate_with(&req)
+                                .map(|h| h.host.as_str().to_owned()),
+                            "weighted {weighted}, step {step}, {id} from {source:?}"
+                        );
+                    }
+                }
+            }
+            previous = reused;
+        }
+    }
+}
+
 #[test]
 fn duplicate_names_keep_the_first() {
     let set = HubSet::new(vec![hub(0, 3, true), hub(1, 1, true), hub(0, 9, false)]);

@@ -154,6 +154,34 @@ mod tests {
     }
 
     #[test]
+    fn a_patched_table_bounds_its_new_owners() {
+        // Nearly all hubs leave: the slots scored again get far weaker owners than the earlier
+        // table's bound. A hub that joins next must still find every slot it wins.
+        for weighted in [false, true] {
+            let r = ranking(400, |i| if weighted { 1 + (i as u32 % 7) } else { 1 });
+            let base = Group::new(&r, (0..400).filter(|i| i % 4 != 1).collect());
+            let few: Vec<u32> = base.members[..12].to_vec();
+            let shrunk = Group {
+                members: few.clone().into_boxed_slice(),
+                table: Some(std::sync::Arc::new(patch(&r, &few, &base))),
+                ..Group::default()
+            };
+            let mut grown = few;
+            grown.push(1);
+            grown.sort_unstable();
+            let patched = patch(&r, &grown, &shrunk);
+            let built = Group::new(&r, grown.clone());
+            for s in 0..SLOTS as u32 {
+                assert_eq!(
+                    Some(patched.owner(s)),
+                    built.table_pick(s),
+                    "weighted {weighted}, slot {s}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn only_small_changes_are_patched() {
         let base = Group::without_table((0..1_000).collect());
         let one_more: Vec<u32> = (0..1_001).collect();
