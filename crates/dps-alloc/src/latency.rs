@@ -168,11 +168,19 @@ impl LowestLatencyConfig {
 
     /// Whether requests from `region` (lower-cased) are expected.
     fn expects(&self, region: &str) -> bool {
-        let is = |r: &String| r.eq_ignore_ascii_case(region);
         match &self.sources {
             None => true,
-            Some(sources) => sources.iter().any(is) || self.local_region.iter().any(is),
+            Some(sources) => {
+                sources.iter().any(|r| r.eq_ignore_ascii_case(region)) || self.is_local(region)
+            }
         }
+    }
+
+    /// Whether `region` is this node's.
+    fn is_local(&self, region: &str) -> bool {
+        self.local_region
+            .as_ref()
+            .is_some_and(|r| r.eq_ignore_ascii_case(region))
     }
 }
 
@@ -297,12 +305,6 @@ impl Plans {
 
         // Only groups some expected source's plan picks among need a table; with `local_only`,
         // the others are left for later.
-        let is_local = |r: &str| {
-            config
-                .local_region
-                .iter()
-                .any(|l| l.eq_ignore_ascii_case(r))
-        };
         let mut needed = vec![false; group_regions.len()];
         let mut later = vec![false; group_regions.len()];
         for (p, source) in by_source.iter().zip(&regions) {
@@ -310,7 +312,7 @@ impl Plans {
                 continue;
             }
             if let Plan::Tie { tie, .. } = p {
-                let wanted = if local_only && !is_local(source) {
+                let wanted = if local_only && !config.is_local(source) {
                     &mut later
                 } else {
                     &mut needed

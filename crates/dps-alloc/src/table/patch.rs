@@ -56,11 +56,8 @@ fn difference(now: &[u32], before: &[u32]) -> (Vec<u32>, usize) {
 /// any slot ([`Table::worst`]), after about `2^20 * ln(2^20) / m` of its ranks, not all of them.
 pub(super) fn patch(ranking: &Ranking, members: &[u32], base: &Group) -> Table {
     let Some(table) = base.table.as_deref() else {
-        // Not a base (planned only takes groups with a table): score every slot.
-        let keys = (0..SLOTS as u32).map(|s| ranking.best(members.iter().copied(), s));
-        let keys: Vec<u128> = keys.map(|k| k.unwrap_or(u128::MAX)).collect();
-        let worst = keys.iter().max().copied().unwrap_or(u128::MAX);
-        return Table::of_owners(keys.into_iter().map(index_of).collect(), members, worst);
+        // Not a base (planned only takes groups with a table): build.
+        return super::build(ranking, members).0;
     };
     let (added, removed) = difference(members, &base.members);
     if let Some(map) = base.remap.as_deref()

@@ -79,14 +79,10 @@ pub(super) fn build_weighted(ranking: &Ranking, members: &[u32]) -> (Vec<u32>, u
             *c = next;
         }
         applied.apply(&mut pending, &mut best);
-        // The open slots (of earlier levels, or whose claim came above the bound) that later
-        // claims brought below it: read their best first, then decide.
-        let now: Vec<u64> = open.iter().map(|&s| best[s as usize]).collect();
-        let mut at = 0;
+        // Settle the open slots (of earlier levels, or whose claim came above the bound) that
+        // are now below it; few are open, so this reads little of the table.
         open.retain(|&s| {
-            let b = now[at];
-            at += 1;
-            if !newly.get(s) && b >> Q_SHIFT >= bound {
+            if !newly.get(s) && best[s as usize] >> Q_SHIFT >= bound {
                 return true;
             }
             newly.set(s);
